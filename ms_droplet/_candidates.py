@@ -1,0 +1,132 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Candidates: replay a trace on a fresh schedule, run the postprocs, remember what was seen.
+
+A candidate is built exactly as MetaSchedule builds its own mutants: the trace (postprocs removed)
+is replayed on a fresh ``Schedule`` of the task's module and passed through the task's postprocs.
+A trace that fails is remembered as invalid and never measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tvm_ffi
+from tvm import IRModule
+from tvm.s_tir import Schedule
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+from tvm.s_tir.meta_schedule.database import Database, TuningRecord, Workload
+from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
+from tvm.s_tir.schedule import Trace
+
+from ._decisions import trace_key
+
+__all__ = ["CandidateCache", "is_failure", "measure_candidate", "samples_of"]
+
+# MetaSchedule stores failed measurements as run_secs [1e10] and TaskCleanUp logs them as 1e9 ms.
+_FAILED_SECS = 1e9
+
+
+def samples_of(run_secs) -> list[float] | None:
+    """Run seconds as floats, or None for a failed / missing measurement (never a sentinel)."""
+    if run_secs is None:
+        return None
+    out = [float(x) for x in run_secs]
+    if not out or any(not (0.0 < x < _FAILED_SECS) for x in out):
+        return None
+    return out
+
+
+def is_failure(record: TuningRecord) -> bool:
+    """Whether a database record is a failed measurement."""
+    return samples_of(record.run_secs) is None
+
+
+@dataclass
+class CandidateCache:
+    """What the strategy knows about traces of one workload.
+
+    ``measured`` and ``invalid`` hold trace keys; ``modules`` holds structural hashes of the
+    postprocessed modules seen in this run (two traces that give the same schedule are one
+    candidate).
+    """
+
+    mod: IRModule
+    postprocs: list
+    seed: int
+    measured: set[str] = field(default_factory=set)
+    invalid: set[str] = field(default_factory=set)
+    modules: set[int] = field(default_factory=set)
+
+    def load(self, database: Database, workload: Workload) -> list[TuningRecord]:
+        """Mark every record of ``workload`` in ``database`` as measured; return them."""
+        records = [
+            rec
+            for rec in database.get_all_tuning_records()
+            if rec.workload.same_as(workload)
+            or tvm_ffi.structural_equal(rec.workload.mod, workload.mod)
+        ]
+        for rec in records:
+            self.measured.add(trace_key(rec.trace))
+        return records
+
+    def seen(self, key: str) -> bool:
+        """Whether a trace key was measured or is known to be invalid."""
+        return key in self.measured or key in self.invalid
+
+    def replay(self, trace: Trace) -> Schedule | None:
+        """Replay ``trace`` (postprocs removed) and apply the postprocs; None if invalid."""
+        sch = Schedule(self.mod, seed=self.seed, debug_mask=0, error_render_level="none")
+        try:
+            trace.apply_to_schedule(sch, remove_postproc=True)
+            sch.enter_postproc()
+            for postproc in self.postprocs:
+                if not postproc.apply(sch):
+                    return None
+        except (RuntimeError, ValueError, TypeError, IndexError):  # ScheduleError is a RuntimeError
+            return None
+        return sch
+
+    def candidate(self, trace: Trace) -> tuple[str, Schedule] | None:
+        """Build a new candidate from ``trace``: (its key, its schedule), or None.
+
+        None means the trace is invalid, was measured already, or gives a schedule already
+        seen in this run.
+        """
+        requested = trace_key(trace)
+        if self.seen(requested):
+            return None
+        sch = self.replay(trace)
+        if sch is None:
+            self.invalid.add(requested)
+            return None
+        key = trace_key(sch.trace)  # the decisions the replay really took
+        mhash = tvm_ffi.structural_hash(sch.mod)
+        if (key != requested and self.seen(key)) or mhash in self.modules:
+            self.invalid.add(requested)  # not invalid, but nothing new: never try it again
+            return None
+        self.modules.add(mhash)
+        return key, sch
+
+    def add_module(self, sch: Schedule) -> None:
+        """Remember a schedule's module (the incumbent) so that duplicates of it are skipped."""
+        self.modules.add(tvm_ffi.structural_hash(sch.mod))
+
+
+def measure_candidate(sch: Schedule) -> MeasureCandidate:
+    """Wrap a postprocessed schedule as MetaSchedule does (preprocessing args removed)."""
+    return MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))

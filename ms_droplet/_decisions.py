@@ -1,0 +1,170 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Trace <-> coordinates: which decisions the descent changes and how.
+
+A coordinate is a sampling decision of the trace (``SamplePerfectTile``, ``SampleCategorical``,
+``SampleComputeLocation``) or the value of a ``meta_schedule.parallel`` annotation: exactly what
+MetaSchedule's own mutators (tile size, unroll, compute location, parallel) change, so the descent
+searches the space the evolutionary search samples from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import tvm
+import tvm_ffi
+from tvm.s_tir.schedule import Instruction, Trace
+
+__all__ = ["Move", "moves", "trace_key"]
+
+_PARALLEL = "meta_schedule.parallel"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One neighbouring trace: ``label`` says which coordinate changed and how."""
+
+    label: str
+    trace: Trace
+
+
+def _canon(obj: Any) -> Any:
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if isinstance(obj, tvm.tirx.IntImm | tvm.tirx.FloatImm):
+        return obj.value
+    if isinstance(obj, list | tuple | tvm_ffi.Array):
+        return [_canon(x) for x in obj]
+    if isinstance(obj, dict | tvm_ffi.Map):
+        return {str(_canon(k)): _canon(v) for k, v in obj.items()}
+    return tvm.ir.save_json(obj)
+
+
+def trace_key(trace: Trace) -> str:
+    """A stable fingerprint of a trace: its instructions and decisions, postprocs removed.
+
+    The key does not depend on object identity (random variables are renamed in order by
+    ``Trace.as_json``), so the trace of a database record and the same trace rebuilt in another
+    process have the same key.
+    """
+    payload = json.dumps(_canon(trace.as_json(remove_postproc=True)), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n + 1) if n % d == 0]
+
+
+def _tile_moves(k: int, tiles: list[int], max_innermost: int, step: int) -> Iterator[tuple]:
+    """Move the ``step``-th smallest divisor of one factor to another position.
+
+    The product of the factors (the loop extent) never changes, so every move is a perfect tile.
+    """
+    n = len(tiles)
+    for i in range(n):
+        divs = _divisors(tiles[i])
+        if len(divs) < step:
+            continue
+        d = divs[step - 1]
+        for j in range(n):
+            if i == j:
+                continue
+            new = list(tiles)
+            new[i] //= d
+            new[j] *= d
+            if max_innermost > 0 and new[-1] > max_innermost:
+                continue
+            yield f"tile#{k}[{i}->{j}]x{d}", new
+
+
+def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
+    """List the traces that differ from ``trace`` in one coordinate by ``step``.
+
+    Parameters
+    ----------
+    trace : Trace
+        The incumbent's trace.
+    step : int
+        1 for the nearest neighbours; larger steps move further along each coordinate.
+    max_parallel_extent : int
+        Upper bound of a ``meta_schedule.parallel`` annotation (cores x jobs per core).
+
+    Returns
+    -------
+    moves : list[Move]
+        The neighbouring traces, postprocs removed. They are not validated here: replay them.
+    """
+    out: list[Move] = []
+    for k, inst in enumerate(trace.insts):
+        name = inst.kind.name
+        decision = trace.get_decision(inst)
+        if name == "SamplePerfectTile" and decision is not None:
+            tiles = [int(x) for x in decision]
+            max_innermost = int(inst.attrs[1])
+            for label, new in _tile_moves(k, tiles, max_innermost, step):
+                out.append(Move(label, trace.with_decision(inst, new, remove_postproc=True)))
+        elif name == "SampleCategorical" and decision is not None:
+            n_cand = len(inst.attrs[0])
+            for sign in (-1, 1):
+                idx = int(decision) + sign * step
+                if 0 <= idx < n_cand:
+                    new_trace = trace.with_decision(inst, idx, remove_postproc=True)
+                    out.append(Move(f"categorical#{k}{sign * step:+d}", new_trace))
+        elif name == "SampleComputeLocation" and decision is not None:
+            for sign in (-1, 1):
+                loc = int(decision) + sign * step
+                if loc >= -2:  # -2: inline, -1: root, >= 0: loop index
+                    new_trace = trace.with_decision(inst, loc, remove_postproc=True)
+                    out.append(Move(f"compute_location#{k}{sign * step:+d}", new_trace))
+        elif name == "Annotate" and str(inst.attrs[0]) == _PARALLEL:
+            value = inst.inputs[1]
+            if not isinstance(value, tvm.tirx.IntImm):
+                continue
+            cur = int(value)
+            for label, new in (("x", cur << step), ("/", cur >> step)):
+                if 1 <= new <= max_parallel_extent and new != cur:
+                    out.append(Move(f"parallel#{k}{label}{1 << step}", _with_input(trace, k, new)))
+        elif decision is not None:
+            continue  # another sampling instruction: not a coordinate (yet)
+    return out
+
+
+def _with_input(trace: Trace, index: int, value: int) -> Trace:
+    """A copy of ``trace`` (postprocs removed) whose annotation ``index`` has a new value."""
+    insts = []
+    decisions = {}
+    for k, inst in enumerate(trace.insts):
+        if inst.kind.name == "EnterPostproc":
+            break
+        if k == index:
+            old = inst
+            inst = Instruction(
+                old.kind,
+                [old.inputs[0], tvm.tirx.IntImm("int32", value)],
+                old.attrs,
+                old.outputs,
+            )
+        insts.append(inst)
+        dec = trace.get_decision(trace.insts[k])
+        if dec is not None:
+            decisions[inst] = dec
+    return Trace(insts, decisions)
