@@ -1,0 +1,41 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Shared fixtures: small workloads and the host CPU target."""
+
+from __future__ import annotations
+
+import pytest
+import tvm
+from tvm import te
+from tvm.s_tir.meta_schedule.testing import te_workload
+
+
+def host_target(num_cores: int = 2) -> tvm.target.Target:
+    """The host CPU as MetaSchedule wants it (a dict with num-cores)."""
+    return tvm.target.Target(
+        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": num_cores}
+    )
+
+
+@pytest.fixture(scope="session")
+def target() -> tvm.target.Target:
+    return host_target()
+
+
+@pytest.fixture(scope="session")
+def matmul64() -> tvm.IRModule:
+    return tvm.IRModule({"main": te.create_prim_func(te_workload.matmul(64, 64, 64))})

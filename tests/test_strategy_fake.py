@@ -1,0 +1,177 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""DropletStrategy inside TVM's real task scheduler, with a deterministic fake builder/runner.
+
+The fakes make latencies a fixed function of the module, so these tests can check the algorithm's
+bookkeeping exactly (batch sizes, budget, no re-measurement, reproducibility, faults) in seconds.
+The same paths are exercised with real builds and runs in test_tuning.py.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.testing import te_workload
+
+import ms_droplet
+from ms_droplet._candidates import samples_of
+from ms_droplet._decisions import trace_key
+
+from ._fakes import HashBuilder, LandscapeRunner
+from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
+
+EVO = {"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2}
+
+
+def _tune(
+    mod,
+    target,
+    work_dir,
+    *,
+    seed=7,
+    trials=96,
+    per_iter=16,
+    evo_trials=16,
+    runner=None,
+    builder=None,
+    **kwargs,
+):
+    runner = runner or LandscapeRunner()
+    db = ms.tune_tir(
+        mod,
+        target,
+        str(work_dir),
+        max_trials_global=trials,
+        num_trials_per_iter=per_iter,
+        strategy=ms_droplet.DropletStrategy(
+            num_evolutionary_trials=evo_trials, evolutionary=EVO, **kwargs
+        ),
+        builder=builder or HashBuilder(),
+        runner=runner,
+        cost_model=ms.cost_model.RandomModel(seed=seed),
+        database=ms.database.MemoryDatabase(),
+        measure_callbacks=[
+            ms.measure_callback.AddToDatabase(),
+            ms.measure_callback.UpdateCostModel(),
+        ],
+        seed=seed,
+        # TVM's EvolutionarySearch draws from per-thread random states in a dynamic thread pool,
+        # so only a single tuning thread makes the exploration phase reproducible.
+        num_tuning_cores=1,
+    )
+    return db, runner
+
+
+def _descent_batches(runner, evo_trials):
+    seen, out = 0, []
+    for batch in runner.batches:
+        if seen >= evo_trials:
+            out.append(batch)
+        seen += len(batch)
+    return out
+
+
+def test_descent_bookkeeping(matmul64, target, tmp_path):
+    db, runner = _tune(matmul64, target, tmp_path, trials=160)
+    sizes = [len(b) for b in runner.batches]
+    assert all(s <= 16 for s in sizes), sizes
+    assert sum(sizes) <= 160
+    descent = _descent_batches(runner, 16)
+    assert len(descent) >= 2, "the descent never ran"
+    earlier: set[int] = {h for b in runner.batches[: len(runner.batches) - len(descent)] for h in b}
+    for batch in descent:
+        assert len(set(batch)) == len(batch), "a batch measured one candidate twice"
+        # Only the control (first) and a challenger's confirmation (second) are re-measured.
+        for pos, h in enumerate(batch):
+            if h in earlier:
+                assert pos <= 1, f"candidate at position {pos} was measured before"
+        earlier.update(batch)
+    records = db.get_all_tuning_records()
+    extents = tile_extents(records[0].trace)
+    assert all(tile_products_ok(r.trace, extents) for r in records)
+
+
+def test_descent_candidates_differ_in_one_coordinate(matmul64, target, tmp_path):
+    db, _ = _tune(matmul64, target, tmp_path, trials=96)
+    records = db.get_all_tuning_records()
+    assert len(records) > 16
+    keys_before = set()
+    coords_before = []
+    checked = 0
+    for i, rec in enumerate(records):
+        key = trace_key(rec.trace)
+        coords = coordinates(rec.trace)
+        if i >= 16 and key not in keys_before:
+            diffs = [num_differences(coords, c) for c in coords_before]
+            assert 1 in diffs, f"descent record {i} is not one move away from an earlier record"
+            checked += 1
+        keys_before.add(key)
+        coords_before.append(coords)
+    assert checked >= 10
+
+
+def test_same_seed_same_candidates_other_seed_differs(matmul64, target, tmp_path):
+    _, r1 = _tune(matmul64, target, tmp_path / "a", seed=3, trials=64)
+    _, r2 = _tune(matmul64, target, tmp_path / "b", seed=3, trials=64)
+    _, r3 = _tune(matmul64, target, tmp_path / "c", seed=4, trials=64)
+    assert r1.batches == r2.batches
+    assert r1.batches != r3.batches
+
+
+def test_converged_task_ends_before_the_budget(matmul64, target, tmp_path):
+    db, runner = _tune(matmul64, target, tmp_path, trials=5000, per_iter=64, max_step=1)
+    measured = sum(len(b) for b in runner.batches)
+    assert measured < 5000, "the descent never converged, so the task never ended"
+    assert len(db.get_all_tuning_records()) == measured
+
+
+def test_failing_runs_are_not_latencies(matmul64, target, tmp_path):
+    runner = LandscapeRunner(fail_fraction=0.3)
+    db, runner = _tune(matmul64, target, tmp_path, runner=runner, trials=96)
+    records = db.get_all_tuning_records()
+    assert len(records) == sum(len(b) for b in runner.batches)
+    failed = [r for r in records if samples_of(r.run_secs) is None]
+    assert failed, "the fake runner should have failed some candidates"
+    assert len(_descent_batches(runner, 16)) >= 1
+
+
+def test_everything_fails_ends_the_task(matmul64, target, tmp_path):
+    builder = HashBuilder(fail_fraction=1.0)
+    runner = LandscapeRunner()
+    db, _ = _tune(matmul64, target, tmp_path, runner=runner, builder=builder, trials=200)
+    records = db.get_all_tuning_records()
+    assert 0 < len(records) <= 16, "with no successful record there is nothing to descend from"
+    assert all(samples_of(r.run_secs) is None for r in records)
+
+
+def test_multi_task_module(target, tmp_path):
+    mm = te.create_prim_func(te_workload.matmul(32, 32, 32))
+    a = te.placeholder((64, 64), name="A")
+    b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0, name="B")
+    scale = te.create_prim_func([a, b])
+    mod = tvm.IRModule(
+        {
+            "matmul": mm.with_attr("global_symbol", "matmul"),
+            "scale": scale.with_attr("global_symbol", "scale"),
+        }
+    )
+    db, _ = _tune(mod, target, tmp_path, trials=64, evo_trials=8)
+    workloads = {str(r.workload.mod.get_global_vars()[0]) for r in db.get_all_tuning_records()}
+    assert len({tvm.ir.save_json(r.workload.mod) for r in db.get_all_tuning_records()}) == 2, (
+        workloads
+    )
