@@ -224,11 +224,18 @@ class Descent(Generic[P]):
             raise ValueError(f"expected {len(proposals)} results, got {len(results)}")
         self._batch = None
         control = results[0]
-        if not control:
+        if control is None or len(control) == 0:
             self._control_failures += 1
             self._emit("control-failed", message="the incumbent failed to run in this batch")
             if self._control_failures >= self._max_control_failures:
                 self._finish("the incumbent failed to run in consecutive batches")
+                return
+            # Without a control nothing in this batch was compared: measure the neighbours that
+            # ran again beside the next control (the only re-measurement besides controls).
+            for prop, res in zip(proposals[1:], results[1:], strict=True):
+                if prop.role == "explore" and res is not None and len(res) > 0:
+                    self._seen.discard(prop.neighbour.key)
+                    self._queue.append(prop.neighbour)
             return
         self._control_failures = 0
         control = list(control)
@@ -236,9 +243,10 @@ class Descent(Generic[P]):
         best: tuple[Comparison, Neighbour, list[float]] | None = None
         for prop, res in zip(proposals[1:], results[1:], strict=True):
             if prop.role == "confirm":
-                moved = self._confirm_challenger(list(res) if res else None, control)
+                ok = res is not None and len(res) > 0
+                moved = self._confirm_challenger(list(res) if ok else None, control)
                 continue
-            if not res:
+            if res is None or len(res) == 0:
                 continue
             cmp = compare(list(res), control)
             promising = cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0)

@@ -1,0 +1,215 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Unit tests of the run-second significance test (:func:`ms_droplet._stats.compare`).
+
+``compare`` reports the median ratio and the one-sided Welch t-test p-value, on log run seconds,
+that the challenger is faster than the control measured in the same batch.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ms_droplet._stats import Comparison, compare
+
+
+def welch_less_on_logs(a: list[float], b: list[float]) -> float:
+    """One-sided Welch p-value of mean(log a) < mean(log b), written out by hand."""
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    va, vb = statistics.variance(la) / len(la), statistics.variance(lb) / len(lb)
+    t = (statistics.fmean(la) - statistics.fmean(lb)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1))
+    return float(stats.t.cdf(t, df))
+
+
+def lognormal(rng: np.random.Generator, median: float, sigma: float, n: int) -> list[float]:
+    return [median * math.exp(float(z)) for z in rng.normal(0.0, sigma, n)]
+
+
+# ---------------------------------------------------------------------------- ratio
+
+
+@pytest.mark.parametrize(("na", "nb"), [(1, 1), (1, 4), (3, 5), (4, 6), (7, 2)])
+def test_ratio_is_the_median_ratio(na: int, nb: int) -> None:
+    rng = np.random.default_rng(na * 10 + nb)
+    a = lognormal(rng, 2e-3, 0.3, na)
+    b = lognormal(rng, 3e-3, 0.3, nb)
+    cmp = compare(a, b)
+    assert cmp.ratio == pytest.approx(statistics.median(a) / statistics.median(b), rel=1e-12)
+    # A mean ratio would differ once an outlier is added; the median barely moves.
+    out = compare([*a, 1e3, 1e3 * 1.0001], b)
+    assert out.ratio == pytest.approx(
+        statistics.median([*a, 1e3, 1e3 * 1.0001]) / statistics.median(b)
+    )
+
+
+def test_ratio_unaffected_by_order() -> None:
+    a, b = [3.0, 1.0, 2.0, 10.0], [5.0, 4.0, 6.0]
+    assert compare(a, b).ratio == pytest.approx(2.5 / 5.0)
+    ref, srt = compare(a, b), compare(sorted(a), sorted(b))
+    assert srt.ratio == ref.ratio and srt.pvalue == pytest.approx(ref.pvalue)
+
+
+# ---------------------------------------------------------------------------- p-values
+
+
+def test_pvalue_is_one_sided_welch_on_log_seconds() -> None:
+    rng = np.random.default_rng(1)
+    for n_a, n_b in [(2, 2), (3, 8), (10, 4), (20, 20)]:
+        a = lognormal(rng, 1.0, 0.2, n_a)
+        b = lognormal(rng, 1.1, 0.05, n_b)
+        cmp = compare(a, b)
+        assert cmp.testable
+        assert cmp.pvalue == pytest.approx(welch_less_on_logs(a, b), rel=1e-9, abs=1e-12)
+
+
+def test_clearly_separated_samples() -> None:
+    rng = np.random.default_rng(2)
+    fast = lognormal(rng, 0.8e-3, 0.02, 10)
+    slow = lognormal(rng, 1.0e-3, 0.02, 10)
+    cmp = compare(fast, slow)
+    assert cmp.ratio < 0.9
+    assert cmp.pvalue is not None and cmp.pvalue < 1e-6
+    assert cmp.significant(0.05) and cmp.significant(1e-4)
+    # The other way round: one-sided, so near 1 and not significant.
+    rev = compare(slow, fast)
+    assert rev.ratio > 1.1
+    assert rev.pvalue is not None and rev.pvalue > 1 - 1e-6
+    assert not rev.significant(0.05)
+
+
+def test_identical_samples_are_not_significant() -> None:
+    a = [1.0, 1.2, 0.9, 1.1, 1.05]
+    cmp = compare(a, list(a))
+    assert cmp.ratio == 1.0
+    assert cmp.pvalue == pytest.approx(0.5)
+    assert not cmp.significant(0.6)  # ratio 1 is never "faster"
+
+
+def test_same_distribution_pvalues_are_calibrated() -> None:
+    rng = np.random.default_rng(3)
+    trials = 400
+    pvalues = []
+    for _ in range(trials):
+        cmp = compare(lognormal(rng, 1.0, 0.1, 5), lognormal(rng, 1.0, 0.1, 5))
+        assert cmp.pvalue is not None
+        pvalues.append(cmp.pvalue)
+    # Under the null the p-value is ~uniform: the count below 0.05 is ~Binomial(400, 0.05);
+    # its 99.9% quantile (35) bounds it for a correct test. The mean p-value is 0.5 with a
+    # standard error of 0.289 / sqrt(400) = 0.0144, so +-0.05 is ~3.5 standard errors.
+    below = sum(p < 0.05 for p in pvalues)
+    assert below <= stats.binom.ppf(0.999, trials, 0.05)
+    assert below >= stats.binom.ppf(0.001, trials, 0.05)
+    assert abs(statistics.fmean(pvalues) - 0.5) < 0.05
+
+
+def test_scale_invariant() -> None:
+    rng = np.random.default_rng(4)
+    a, b = lognormal(rng, 1.0, 0.1, 6), lognormal(rng, 1.05, 0.1, 5)
+    ref = compare(a, b)
+    scaled = compare([x * 1e-4 for x in a], [x * 1e-4 for x in b])
+    assert scaled.ratio == pytest.approx(ref.ratio)
+    assert scaled.pvalue == pytest.approx(ref.pvalue)
+
+
+# ---------------------------------------------------------------------------- untestable
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [([0.5], [1.0]), ([0.5], [1.0, 1.1, 0.9]), ([0.5, 0.6, 0.4], [1.0])]
+)
+def test_fewer_than_two_samples_is_not_testable(a: list[float], b: list[float]) -> None:
+    cmp = compare(a, b)
+    assert cmp.pvalue is None
+    assert not cmp.testable
+    assert cmp.ratio == pytest.approx(statistics.median(a) / statistics.median(b))
+    assert cmp.ratio < 1.0
+    assert not cmp.significant(1.0)  # faster, but not a significant result
+
+
+# ---------------------------------------------------------------------------- invalid input
+
+
+@pytest.mark.parametrize(("a", "b"), [([], [1.0]), ([1.0], []), ([], [])])
+def test_empty_side_raises(a: list[float], b: list[float]) -> None:
+    with pytest.raises(ValueError):
+        compare(a, b)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, -0.0, float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("side", ["challenger", "control"])
+def test_non_positive_or_non_finite_raises(bad: float, side: str) -> None:
+    good = [1.0, 1.1, 0.9]
+    with_bad = [1.0, bad, 0.9]
+    with pytest.raises(ValueError):
+        if side == "challenger":
+            compare(with_bad, good)
+        else:
+            compare(good, with_bad)
+    with pytest.raises(ValueError):  # even where the test would not run
+        compare([bad], [1.0]) if side == "challenger" else compare([1.0], [bad])
+
+
+# ---------------------------------------------------------------------------- zero variance
+
+
+def test_zero_variance_both_sides() -> None:
+    faster = compare([1.0, 1.0, 1.0], [2.0, 2.0])
+    assert faster.ratio == 0.5 and faster.pvalue == 0.0 and faster.significant(1e-9)
+    slower = compare([2.0, 2.0], [1.0, 1.0, 1.0])
+    assert slower.pvalue == 1.0 and not slower.significant(0.05)
+    equal = compare([1.0, 1.0], [1.0, 1.0])
+    assert equal.ratio == 1.0 and equal.pvalue == 1.0 and not equal.significant(0.05)
+
+
+# scipy warns about catastrophic cancellation on the constant side; the result is still right.
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_zero_variance_one_side() -> None:
+    varied = [1.0, 1.1, 0.95, 1.05]
+    const = [0.5, 0.5, 0.5]
+    for a, b in [(const, varied), (varied, const), ([1.0, 1.0], varied)]:
+        cmp = compare(a, b)
+        assert cmp.pvalue is not None and math.isfinite(cmp.pvalue) and 0.0 <= cmp.pvalue <= 1.0
+        assert cmp.pvalue == pytest.approx(welch_less_on_logs(a, b), rel=1e-9, abs=1e-12)
+    assert compare(const, varied).significant(0.01)
+    assert not compare(varied, const).significant(0.5)
+
+
+# ---------------------------------------------------------------------------- Comparison
+
+
+@pytest.mark.parametrize(
+    ("ratio", "pvalue", "alpha", "expected"),
+    [
+        (0.9, 0.01, 0.05, True),
+        (0.9, 0.05, 0.05, False),  # strict
+        (1.0, 0.0, 0.05, False),  # not faster
+        (1.2, 0.001, 0.05, False),
+        (0.5, None, 1.0, False),  # untestable
+    ],
+)
+def test_comparison_significant(
+    ratio: float, pvalue: float | None, alpha: float, expected: bool
+) -> None:
+    cmp = Comparison(ratio=ratio, pvalue=pvalue)
+    assert cmp.significant(alpha) is expected
+    assert cmp.testable is (pvalue is not None)
