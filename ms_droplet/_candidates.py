@@ -104,8 +104,8 @@ class CandidateCache:
     def candidate(self, trace: Trace) -> tuple[str, Schedule] | None:
         """Build a new candidate from ``trace``: (its key, its schedule), or None.
 
-        None means the trace is invalid, was measured already, or gives a schedule already
-        seen in this run.
+        None means the trace is invalid, was measured already, gives a schedule already seen in
+        this run, or its replay changed another decision too (not a one-coordinate move).
         """
         requested = trace_key(trace)
         if self.seen(requested):
@@ -115,9 +115,14 @@ class CandidateCache:
             self.invalid.add(requested)
             return None
         key = trace_key(sch.trace)  # the decisions the replay really took
+        if key != requested:
+            # Replay re-resolved another decision (e.g. a compute location that no longer
+            # exists after a tile move): this is not a one-coordinate move, skip it.
+            self.invalid.add(requested)
+            return None
         mhash = tvm_ffi.structural_hash(sch.mod)
-        if (key != requested and self.seen(key)) or mhash in self.modules:
-            self.invalid.add(requested)  # not invalid, but nothing new: never try it again
+        if mhash in self.modules:
+            self.invalid.add(requested)  # a schedule already seen: nothing new to measure
             return None
         self.modules.add(mhash)
         return key, sch

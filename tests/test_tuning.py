@@ -1,0 +1,145 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Tuning with TVM's real LocalBuilder and LocalRunner on small workloads.
+
+These tests compile and run every candidate, so they are the slow part of the suite (each
+LocalBuilder.build call pays ~30 s of worker start-up here). They check the strategy's guarantees
+on real measurements: descent records follow the exploration ones, each descent candidate is one
+move away from an earlier record, nothing but the in-batch control (and a challenger's
+confirmation) is measured twice, and every tiling is perfect.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tvm import te
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.s_tir.meta_schedule.testing import te_workload
+
+import ms_droplet
+from ms_droplet._candidates import samples_of
+from ms_droplet._decisions import trace_key
+
+from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
+
+pytestmark = pytest.mark.tuning
+
+
+@derived_object
+class RecordBatches(PyMeasureCallback):
+    """Remembers the trace keys of every measured batch, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.traces: list = []  # in measuring order (JSONDatabase sorts its records by latency)
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.batches.append([trace_key(c.sch.trace) for c in measure_candidates])
+        self.traces.extend(c.sch.trace for c in measure_candidates)
+
+
+def _tune(mod, target, work_dir, *, trials, per_iter, evo_trials, builder):
+    recorder = RecordBatches()
+    db = ms.tune_tir(
+        mod,
+        target,
+        str(work_dir),
+        max_trials_global=trials,
+        num_trials_per_iter=per_iter,
+        strategy=ms_droplet.DropletStrategy(
+            num_evolutionary_trials=evo_trials,
+            evolutionary={"population_size": 64, "genetic_num_iters": 2},
+        ),
+        builder=builder,
+        runner=ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=10),
+        ),
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
+        seed=11,
+    )
+    return db, recorder
+
+
+def _check(db, recorder, mod, evo_trials, work_dir):
+    records = db.get_all_tuning_records()
+    assert len(records) == sum(len(b) for b in recorder.batches)
+    ok = [r for r in records if samples_of(r.run_secs) is not None]
+    assert ok, "nothing ran"
+    # Descent batches come after the exploration trials.
+    seen_trials, descent = 0, []
+    for batch in recorder.batches:
+        if seen_trials >= evo_trials:
+            descent.append(batch)
+        seen_trials += len(batch)
+    assert descent, "no descent batch was measured"
+    earlier = {k for b in recorder.batches[: len(recorder.batches) - len(descent)] for k in b}
+    for batch in descent:
+        assert len(set(batch)) == len(batch)
+        for pos, key in enumerate(batch):
+            if key in earlier:
+                assert pos <= 1, "only the control and a confirmation may be measured again"
+        earlier.update(batch)
+    # Each new descent candidate is one coordinate away from an earlier record.
+    extents = tile_extents(records[0].trace)
+    assert all(tile_products_ok(rec.trace, extents) for rec in records)
+    coords_before, keys_before = [], set()
+    n_desc = 0
+    for i, trace in enumerate(recorder.traces):
+        key, coords = trace_key(trace), coordinates(trace)
+        if i >= evo_trials and key not in keys_before:
+            assert 1 in [num_differences(coords, c) for c in coords_before]
+            n_desc += 1
+        keys_before.add(key)
+        coords_before.append(coords)
+    assert n_desc >= 3
+    # Everything is in the JSON database on disk, readable by stock TVM.
+    reopened = ms.database.JSONDatabase(work_dir=str(work_dir))
+    assert len(reopened.get_all_tuning_records()) == len(records)
+    best = reopened.query_tuning_record(records[0].workload.mod, records[0].target, "main")
+    assert best is not None
+    assert samples_of(best.run_secs) is not None
+
+
+def test_matmul_with_local_builder(target, tmp_path):
+    mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
+    db, rec = _tune(
+        mod,
+        target,
+        tmp_path,
+        trials=48,
+        per_iter=16,
+        evo_trials=16,
+        builder=ms.builder.LocalBuilder(timeout_sec=120),
+    )
+    _check(db, rec, mod, 16, tmp_path)
+
+
+def test_conv2d(target, tmp_path):
+    mod = te.create_prim_func(te_workload.conv2d_nhwc(1, 14, 14, 16, 16, 3, 1, 1))
+    db, rec = _tune(
+        mod,
+        target,
+        tmp_path,
+        trials=40,
+        per_iter=16,
+        evo_trials=8,
+        builder=ms.builder.LocalBuilder(timeout_sec=120),
+    )
+    _check(db, rec, mod, 8, tmp_path)
