@@ -1,0 +1,102 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Workloads by name: Ansor's single-operator suite, matmuls, or a TVMScript file."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import tvm
+from tvm import te
+from tvm.s_tir.meta_schedule.testing import te_workload
+
+__all__ = ["available_workloads", "load_workload"]
+
+_MATMUL = re.compile(r"^matmul:(\d+),(\d+),(\d+)$")
+
+
+def available_workloads() -> list[str]:
+    """Every ``NAME:INDEX`` of the Ansor suite, e.g. ``C2D:0``."""
+    return [
+        f"{name}:{i}"
+        for name, (_, params) in te_workload.CONFIGS.items()
+        for i in range(len(params))
+    ]
+
+
+def load_workload(spec: str) -> tvm.IRModule:
+    """Build the IRModule of a workload.
+
+    Parameters
+    ----------
+    spec : str
+        ``NAME:INDEX`` from ``tvm.s_tir.meta_schedule.testing.te_workload.CONFIGS``
+        (``C2D:0``, ``DEP:1``, ...), ``matmul:M,N,K`` (float32), or a path to a TVMScript
+        file (``.py``) that defines an ``IRModule`` or ``PrimFunc`` named ``Module`` or ``main``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, an index out of range or a malformed spec, with the valid forms.
+    FileNotFoundError
+        For a TVMScript path that does not exist.
+    """
+    spec = spec.strip()
+    m = _MATMUL.match(spec)
+    if m:
+        M, N, K = (int(x) for x in m.groups())
+        if min(M, N, K) < 1:
+            raise ValueError(f"matmul sizes must be >= 1, got {spec!r}")
+        return _as_module(te.create_prim_func(te_workload.matmul(M, N, K)))
+    if spec.endswith(".py") or os.sep in spec:
+        return _from_tvmscript(spec)
+    name, sep, index = spec.partition(":")
+    if not sep or name not in te_workload.CONFIGS or not index.isdigit():
+        raise ValueError(
+            f"unknown workload {spec!r}: use NAME:INDEX with NAME one of "
+            f"{sorted(te_workload.CONFIGS)} (e.g. C2D:0), matmul:M,N,K (e.g. matmul:512,512,512), "
+            "or the path of a TVMScript .py file"
+        )
+    params = te_workload.CONFIGS[name][1]
+    idx = int(index)
+    if idx >= len(params):
+        raise ValueError(f"workload {name} has indices 0..{len(params) - 1}, got {idx}")
+    return _as_module(te_workload.create_te_workload(name, idx))
+
+
+def _as_module(func) -> tvm.IRModule:
+    if isinstance(func, tvm.IRModule):
+        return func
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+
+
+def _from_tvmscript(path: str) -> tvm.IRModule:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TVMScript workload file not found: {path}")
+    scope: dict = {"__name__": "ms_droplet_workload", "__file__": path}
+    with open(path, encoding="utf-8") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, scope)  # the user's own workload file
+    for name in ("Module", "main", "mod", "func"):
+        obj = scope.get(name)
+        if isinstance(obj, tvm.IRModule | tvm.tirx.PrimFunc):
+            return _as_module(obj)
+    raise ValueError(
+        f"{path} defines no IRModule or PrimFunc named Module, main, mod or func "
+        "(decorate one with @I.ir_module or @T.prim_func)"
+    )

@@ -1,0 +1,252 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""The ``ms-droplet`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+DEFAULT_WORKLOAD = "matmul:512,512,512"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _pvalue(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a p-value in (0, 1], got {value}")
+    return value
+
+
+def _add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workload",
+        default=DEFAULT_WORKLOAD,
+        help="NAME:INDEX of the Ansor suite (C2D:0, DEP:1, ...), matmul:M,N,K, or a TVMScript "
+        f".py file (default: {DEFAULT_WORKLOAD})",
+    )
+    p.add_argument(
+        "--target",
+        default="host",
+        help='"host" (this CPU with --num-cores) or a JSON target dict, e.g. '
+        '\'{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}\'',
+    )
+    p.add_argument("--num-cores", type=_positive_int, default=None, help="cores (default: all)")
+    p.add_argument("--trials", type=_positive_int, default=400, help="total trial budget")
+    p.add_argument("--strategy", choices=["droplet", "evolutionary"], default="droplet")
+    p.add_argument(
+        "--num-evolutionary-trials",
+        type=_non_negative_int,
+        default=200,
+        help="droplet: trials explored by EvolutionarySearch before the descent (the "
+        "strategy's own default is 300, as published; 200 keeps the Quick start short)",
+    )
+    p.add_argument("--pvalue", type=_pvalue, default=0.05, help="droplet: significance level")
+    p.add_argument("--num-trials-per-iter", type=_positive_int, default=64)
+    p.add_argument("--work-dir", default=None, help="tuning directory (default: a new temp dir)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--number", type=_positive_int, default=3, help="runner: runs per sample")
+    p.add_argument("--repeat", type=_positive_int, default=3, help="runner: samples")
+    p.add_argument("--min-repeat-ms", type=_non_negative_int, default=100, help="runner")
+    p.add_argument(
+        "--builder",
+        choices=["warm", "local"],
+        default="warm",
+        help="warm: ms_droplet's WarmBuilder (workers kept across builds); local: TVM's "
+        "LocalBuilder",
+    )
+    p.add_argument("--builder-timeout", type=float, default=60.0, help="seconds per candidate")
+    p.add_argument("--verbose", action="store_true", help="also show MetaSchedule's DEBUG logs")
+    p.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=10,
+        help="interleaved re-measurement rounds for the final comparison",
+    )
+
+
+def _make_target(spec: str, num_cores: int | None):
+    import tvm
+
+    if num_cores is None:
+        num_cores = os.cpu_count() or 1
+    if spec == "host":
+        return tvm.target.Target(
+            {
+                "kind": "llvm",
+                "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                "num-cores": num_cores,
+            }
+        )
+    try:
+        config = json.loads(spec)
+    except json.JSONDecodeError:
+        raise SystemExit(
+            f"error: --target must be 'host' or a JSON dict like "
+            f'\'{{"kind": "llvm", "num-cores": 2}}\', got {spec!r}'
+        ) from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"error: --target must be a JSON object, got {spec!r}")
+    try:
+        target = tvm.target.Target(config)
+    except Exception as err:  # TVM raises several error types for bad targets
+        raise SystemExit(f"error: invalid --target {spec!r}: {err}") from None
+    if target.kind.name == "llvm" and "num-cores" not in config:
+        raise SystemExit('error: a CPU --target needs "num-cores" (MetaSchedule requires it)')
+    if target.kind.name not in ("llvm", "c"):
+        raise SystemExit(
+            f"error: target kind {target.kind.name!r} cannot be measured on this machine "
+            "without an RPC runner; use an llvm target"
+        )
+    return target
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune one workload and print the result."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import DropletStrategy
+    from ._report import TuneReport, run_tuning
+    from ._workloads import load_workload
+
+    try:
+        mod = load_workload(args.workload)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    target = _make_target(args.target, args.num_cores)
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="ms_droplet_")
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        probe = os.path.join(work_dir, ".write_test")
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        print(f"error: --work-dir {work_dir!r} is not writable: {err}", file=sys.stderr)
+        return 2
+    if args.strategy == "droplet":
+        strategy = DropletStrategy(
+            num_evolutionary_trials=args.num_evolutionary_trials, pvalue=args.pvalue
+        )
+        explore = args.num_evolutionary_trials
+    else:
+        strategy = "evolutionary"
+        explore = args.trials
+    runner = ms.runner.LocalRunner(
+        evaluator_config=ms.runner.EvaluatorConfig(
+            number=args.number,
+            repeat=args.repeat,
+            min_repeat_ms=args.min_repeat_ms,
+            enable_cpu_cache_flush=False,
+        )
+    )
+    print(
+        f"ms-droplet tune: {args.workload} on {target.attrs.get('mcpu', target.kind.name)} "
+        f"({int(target.attrs.get('num-cores', 1))} cores), strategy={args.strategy}, "
+        f"trials={args.trials}, work_dir={work_dir}",
+        flush=True,
+    )
+    if not args.verbose:
+        # MetaSchedule's console handler takes this logger's level: INFO shows the task
+        # scheduler's table (the progress display) without the cost model's DEBUG lines.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO)
+    start = time.perf_counter()
+    report: TuneReport = run_tuning(
+        mod,
+        target,
+        work_dir,
+        trials=args.trials,
+        num_trials_per_iter=args.num_trials_per_iter,
+        strategy=strategy,
+        runner=runner,
+        builder=args.builder,
+        builder_timeout=args.builder_timeout,
+        seed=args.seed,
+        explore_trials=explore,
+        rounds=args.rounds,
+        workload_name=args.workload,
+        number=args.number,
+        repeat=args.repeat,
+        min_repeat_ms=args.min_repeat_ms,
+    )
+    wall = time.perf_counter() - start
+    print(report.format(wall_seconds=wall))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ms-droplet``."""
+    parser = argparse.ArgumentParser(
+        prog="ms-droplet",
+        description="Droplet Search for TVM MetaSchedule: tune kernels, benchmark strategies.",
+    )
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"ms_droplet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tune = sub.add_parser(
+        "tune",
+        help="tune one workload and print latency, GFLOP/s, trials and wall time",
+        description="Tune one workload with droplet (evolutionary exploration, then Droplet "
+        "descent) or plain evolutionary search, then re-measure the best kernel after "
+        "exploration and after the descent, interleaved.",
+    )
+    _add_tune_args(tune)
+    tune.set_defaults(func=cmd_tune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ms-droplet``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
