@@ -1,0 +1,143 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Resume: a tuning killed with SIGKILL during the descent continues from its database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tvm.s_tir import meta_schedule as ms
+
+from ms_droplet._candidates import samples_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    import ms_droplet
+    from ms_droplet._decisions import trace_key
+    from ms_droplet._workloads import load_workload
+    from tests._fakes import HashBuilder, LandscapeRunner
+    from tests.conftest import host_target
+
+    work_dir, batches_file, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
+
+    @derived_object
+    class Journal(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, cands, builder_results, runner_results):
+            with open(batches_file, "a") as f:
+                f.write(json.dumps([trace_key(c.sch.trace) for c in cands]) + "\\n")
+            time.sleep(slow)  # give the test time to kill us mid-descent
+
+    ms.tune_tir(
+        load_workload("matmul:64,64,64"), host_target(), work_dir,
+        max_trials_global=400, num_trials_per_iter=16,
+        strategy=ms_droplet.DropletStrategy(
+            num_evolutionary_trials=16, max_step=2,
+            evolutionary={{"population_size": 64, "genetic_num_iters": 2}}),
+        builder=HashBuilder(), runner=LandscapeRunner(),
+        cost_model=ms.cost_model.RandomModel(seed=1),
+        measure_callbacks=[ms.measure_callback.AddToDatabase(), Journal()],
+        seed=1, num_tuning_cores=1,
+    )
+    print("DONE")
+    """
+)
+
+
+def _start(tmp_path: Path, slow: float) -> subprocess.Popen:
+    script = tmp_path / "tune.py"
+    script.write_text(_SCRIPT.format(root=str(ROOT)))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "wd"),
+            str(tmp_path / "batches.jsonl"),
+            str(slow),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _batches(tmp_path: Path) -> list[list[str]]:
+    lines = (tmp_path / "batches.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _best(work_dir: Path) -> float:
+    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    secs = [samples_of(r.run_secs) for r in db.get_all_tuning_records()]
+    return min(sum(s) / len(s) for s in secs if s)
+
+
+def test_kill_during_descent_then_resume(tmp_path):
+    proc = _start(tmp_path, slow=1.0)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (tmp_path / "batches.jsonl").exists() and len(_batches(tmp_path)) >= 3:
+                break  # one exploration batch and two descent batches are on disk
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the tuning never reached the descent")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _batches(tmp_path)
+    wd = tmp_path / "wd"
+    records_before = ms.database.JSONDatabase(work_dir=str(wd)).get_all_tuning_records()
+    assert len(records_before) >= sum(len(b) for b in before)
+    best_before = _best(wd)
+
+    resumed = _start(tmp_path, slow=0.0)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert "DONE" in out
+    after = _batches(tmp_path)[len(before) :]
+    assert after, "the resumed run measured nothing"
+    # No exploration again: the resumed run starts with a descent batch (control first).
+    first_keys = {k for b in before for k in b}
+    assert after[0][0] in first_keys, "the resumed descent should start from a known record"
+    # Nothing measured twice over both runs, except the control and a confirmation.
+    seen: set[str] = set(before[0])
+    for batch in before[1:] + after:
+        for pos, key in enumerate(batch):
+            if key in seen:
+                assert pos <= 1, "a neighbour was measured twice across the kill"
+        seen.update(batch)
+    # Every record of the first run is still there and parseable, and the best did not get worse.
+    records_after = ms.database.JSONDatabase(work_dir=str(wd)).get_all_tuning_records()
+    assert len(records_after) == len(records_before) + sum(len(b) for b in after)
+    assert _best(wd) <= best_before
