@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import sys
 
 import tvm
 from tvm import te
@@ -88,10 +90,18 @@ def _as_module(func) -> tvm.IRModule:
 def _from_tvmscript(path: str) -> tvm.IRModule:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"TVMScript workload file not found: {path}")
-    scope: dict = {"__name__": "ms_droplet_workload", "__file__": path}
-    with open(path, encoding="utf-8") as f:
-        code = compile(f.read(), path, "exec")
-    exec(code, scope)  # the user's own workload file
+    # Import it as a real module: TVMScript's parser reads the source through sys.modules.
+    mod_name = f"_ms_droplet_workload_{abs(hash(os.path.abspath(path)))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load {path} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)  # the user's own workload file
+    finally:
+        sys.modules.pop(mod_name, None)
+    scope = vars(module)
     for name in ("Module", "main", "mod", "func"):
         obj = scope.get(name)
         if isinstance(obj, tvm.IRModule | tvm.tirx.PrimFunc):

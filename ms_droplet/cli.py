@@ -169,6 +169,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"error: --work-dir {work_dir!r} is not writable: {err}", file=sys.stderr)
         return 2
+    if not _database_ok(work_dir):
+        return 2
     if args.strategy == "droplet":
         strategy = DropletStrategy(
             num_evolutionary_trials=args.num_evolutionary_trials, pvalue=args.pvalue
@@ -219,6 +221,45 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_ok(work_dir: str) -> bool:
+    from ._database import check_database
+
+    problems = check_database(work_dir)
+    if not problems:
+        return True
+    for prob in problems:
+        print(f"error: unreadable database record: {prob}", file=sys.stderr)
+    if all(p.is_last_line for p in problems):
+        print(
+            "a crash left a truncated last line; drop it (a backup is kept) with:\n"
+            f"  ms-droplet db repair {work_dir}",
+            file=sys.stderr,
+        )
+    return False
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Check or repair a JSON database."""
+    from ._database import check_database, repair_database
+
+    try:
+        if args.action == "check":
+            problems = check_database(args.work_dir)
+            for prob in problems:
+                print(prob)
+            print("database OK" if not problems else f"{len(problems)} unreadable line(s)")
+            return 1 if problems else 0
+        backups = repair_database(args.work_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for backup in backups:
+        print(f"repaired; the original is kept as {backup}")
+    if not backups:
+        print("nothing to repair")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ms-droplet``."""
     parser = argparse.ArgumentParser(
@@ -238,6 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tune_args(tune)
     tune.set_defaults(func=cmd_tune)
+    db = sub.add_parser(
+        "db",
+        help="check or repair a MetaSchedule JSON database",
+        description="check: list unreadable lines of WORK_DIR's database files. repair: drop a "
+        "truncated last line (left by a crash mid-write) after writing a .bak copy; broken lines "
+        "elsewhere are reported and never dropped.",
+    )
+    db.add_argument("action", choices=["check", "repair"])
+    db.add_argument("work_dir", help="the tuning work dir holding database_*.json")
+    db.set_defaults(func=cmd_db)
     return parser
 
 
