@@ -20,10 +20,18 @@ Importing the package makes ``strategy="droplet"`` work in ``ms.tune_tir`` / ``m
 (and ``SearchStrategy.create("droplet")``); :func:`unregister` undoes it.
 """
 
+from ._builder import WarmBuilder
 from ._registry import is_registered, register, unregister
 from ._strategy import DropletStrategy
 from ._version import __version__
 
-__all__ = ["DropletStrategy", "__version__", "is_registered", "register", "unregister"]
+__all__ = [
+    "DropletStrategy",
+    "WarmBuilder",
+    "__version__",
+    "is_registered",
+    "register",
+    "unregister",
+]
 
 register()

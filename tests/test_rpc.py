@@ -1,0 +1,173 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Droplet measuring through TVM's RPC tracker: a tracker and two servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from tvm import te
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.testing import te_workload
+
+import ms_droplet
+from ms_droplet._candidates import samples_of
+
+pytestmark = pytest.mark.tuning
+pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado (in the test extras)")
+
+KEY = "ms-droplet-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _wait_for_servers(port: int, n: int, timeout: float = 120.0) -> None:
+    from tvm import rpc
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            summary = rpc.connect_tracker("127.0.0.1", port).summary()
+            free = sum(
+                v.get("free", 0) for k, v in summary.get("queue_info", {}).items() if k == KEY
+            )
+            if free >= n:
+                return
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{n} RPC servers did not register with the tracker in {timeout} s")
+
+
+@pytest.fixture
+def fleet():
+    port = _free_port()
+    procs = [
+        _spawn(
+            [
+                "tvm.exec.rpc_tracker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--port-end",
+                str(port + 1),
+                "--silent",
+            ]
+        )
+    ]
+    try:
+        time.sleep(1.0)
+        for _ in range(2):
+            sport = _free_port()
+            procs.append(
+                _spawn(
+                    [
+                        "tvm.exec.rpc_server",
+                        "--tracker",
+                        f"127.0.0.1:{port}",
+                        "--key",
+                        KEY,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(sport),
+                        "--port-end",
+                        str(sport + 1),
+                        "--silent",
+                    ]
+                )
+            )
+        _wait_for_servers(port, 2)
+        yield port, procs
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def _runner(port: int) -> ms.runner.RPCRunner:
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(
+            tracker_host="127.0.0.1",
+            tracker_port=port,
+            tracker_key=KEY,
+            session_timeout_sec=60,
+        ),
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=10),
+        max_workers=2,
+    )
+
+
+def test_droplet_through_rpc_and_a_server_dies(fleet, target, tmp_path):
+    port, procs = fleet
+    mod = te.create_prim_func(te_workload.matmul(64, 64, 64))
+    killer = None
+    with ms_droplet.WarmBuilder(max_workers=2, timeout_sec=120) as builder:
+        # Kill one server while the tuning runs (after its first batches).
+        def kill_one():
+            time.sleep(25)
+            _stop(procs[1])
+
+        killer = threading.Thread(target=kill_one, daemon=True)
+        killer.start()
+        db = ms.tune_tir(
+            mod,
+            target,
+            str(tmp_path),
+            max_trials_global=64,
+            num_trials_per_iter=16,
+            strategy=ms_droplet.DropletStrategy(
+                num_evolutionary_trials=16, evolutionary={"population_size": 64}
+            ),
+            builder=builder,
+            runner=_runner(port),
+            seed=3,
+        )
+    killer.join()
+    assert procs[1].poll() is not None, "the server was not killed during the test"
+    records = ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
+    assert len(records) == len(db.get_all_tuning_records()) > 16
+    ok = [r for r in records if samples_of(r.run_secs) is not None]
+    assert len(ok) > 16, "the tuning did not go on after the server died"
+    # Failed measurements are stored as failures (MetaSchedule's 1e10), never as latencies.
+    assert all(min(samples_of(r.run_secs)) < 1.0 for r in ok)
