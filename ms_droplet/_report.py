@@ -118,6 +118,15 @@ class TuneReport:
         }
         for key, secs in self.remeasured.items():
             lines.append(self._row(labels.get(key, key), secs))
+        if not self.remeasured:
+            lines[-1] = "best kernels as recorded by the runner (not re-measured here):"
+            for name, value in (
+                (labels["after_exploration"], self.explored_ms),
+                (labels["final"], self.final_ms),
+            ):
+                if value is not None:
+                    gflops = self.flop / (value * 1e-3) / 1e9
+                    lines.append(f"  {name:<18} {value:10.4f} ms   {gflops:9.2f} GFLOP/s")
         if len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
@@ -160,10 +169,13 @@ def run_tuning(
     repeat: int = 3,
     min_repeat_ms: int = 100,
     workload_name: str = "",
+    remeasure: bool = True,
 ) -> TuneReport:
     """Tune ``mod`` and re-measure the best kernel after exploration and at the end.
 
-    Returns a :class:`TuneReport`, also written to ``work_dir/report.json``.
+    Returns a :class:`TuneReport`, also written to ``work_dir/report.json``. With
+    ``remeasure=False`` (kernels measured on remote devices) the report keeps the latencies of the
+    database records instead of re-measuring both kernels here.
     """
     log = TrialLog()
     built, owned = _builder(builder, builder_timeout)
@@ -208,7 +220,7 @@ def run_tuning(
         secs = samples_of(final_rec.run_secs)
         report.final_ms = None if secs is None else median(secs) * 1e3
         kernels["final"] = _schedule(mod, final_rec.trace)
-    if kernels:
+    if kernels and remeasure:
         samples = measure_interleaved(
             list(kernels.values()),
             target,

@@ -100,6 +100,12 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         "LocalBuilder",
     )
     p.add_argument("--builder-timeout", type=float, default=60.0, help="seconds per candidate")
+    rpc = p.add_argument_group("measuring on a fleet through TVM's RPC tracker")
+    rpc.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="tracker address")
+    rpc.add_argument("--rpc-key", default=None, help="device key the servers registered with")
+    rpc.add_argument("--rpc-session-timeout", type=_positive_int, default=60, help="seconds")
+    rpc.add_argument("--rpc-priority", type=int, default=1, help="session priority")
+    rpc.add_argument("--rpc-workers", type=_positive_int, default=None, help="parallel sessions")
     p.add_argument("--verbose", action="store_true", help="also show MetaSchedule's DEBUG logs")
     p.add_argument(
         "--rounds",
@@ -107,6 +113,15 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         default=10,
         help="interleaved re-measurement rounds for the final comparison",
     )
+
+
+def _tracker_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(
+            f"error: --rpc-tracker must be HOST:PORT, e.g. 127.0.0.1:9190, got {text!r}"
+        )
+    return host, int(port)
 
 
 def _make_target(spec: str, num_cores: int | None):
@@ -179,14 +194,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         strategy = "evolutionary"
         explore = args.trials
-    runner = ms.runner.LocalRunner(
-        evaluator_config=ms.runner.EvaluatorConfig(
-            number=args.number,
-            repeat=args.repeat,
-            min_repeat_ms=args.min_repeat_ms,
-            enable_cpu_cache_flush=False,
-        )
+    evaluator = ms.runner.EvaluatorConfig(
+        number=args.number,
+        repeat=args.repeat,
+        min_repeat_ms=args.min_repeat_ms,
+        enable_cpu_cache_flush=False,
     )
+    if args.rpc_tracker:
+        host, port = _tracker_address(args.rpc_tracker)
+        if not args.rpc_key:
+            print("error: --rpc-tracker needs --rpc-key (the servers' --key)", file=sys.stderr)
+            return 2
+        runner = ms.runner.RPCRunner(
+            rpc_config=ms.runner.RPCConfig(
+                tracker_host=host,
+                tracker_port=port,
+                tracker_key=args.rpc_key,
+                session_timeout_sec=args.rpc_session_timeout,
+                session_priority=args.rpc_priority,
+            ),
+            evaluator_config=evaluator,
+            max_workers=args.rpc_workers,
+        )
+    else:
+        runner = ms.runner.LocalRunner(evaluator_config=evaluator)
     print(
         f"ms-droplet tune: {args.workload} on {target.attrs.get('mcpu', target.kind.name)} "
         f"({int(target.attrs.get('num-cores', 1))} cores), strategy={args.strategy}, "
@@ -212,6 +243,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         explore_trials=explore,
         rounds=args.rounds,
         workload_name=args.workload,
+        remeasure=not args.rpc_tracker,
         number=args.number,
         repeat=args.repeat,
         min_repeat_ms=args.min_repeat_ms,

@@ -171,3 +171,39 @@ def test_droplet_through_rpc_and_a_server_dies(fleet, target, tmp_path):
     assert len(ok) > 16, "the tuning did not go on after the server died"
     # Failed measurements are stored as failures (MetaSchedule's 1e10), never as latencies.
     assert all(min(samples_of(r.run_secs)) < 1.0 for r in ok)
+
+
+def test_cli_tune_through_rpc(fleet, tmp_path, capsys):
+    from ms_droplet import cli
+
+    port, _ = fleet
+    code = cli.main(
+        [
+            "tune",
+            "--workload",
+            "matmul:32,32,32",
+            "--trials",
+            "16",
+            "--num-evolutionary-trials",
+            "8",
+            "--num-trials-per-iter",
+            "8",
+            "--num-cores",
+            "2",
+            "--rpc-tracker",
+            f"127.0.0.1:{port}",
+            "--rpc-key",
+            KEY,
+            "--repeat",
+            "3",
+            "--min-repeat-ms",
+            "10",
+            "--work-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "as recorded by the runner" in out and "GFLOP/s" in out
+    records = ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
+    assert len([r for r in records if samples_of(r.run_secs) is not None]) > 8
