@@ -118,12 +118,14 @@ def _check(db, recorder, mod, evo_trials, work_dir):
 
 
 def test_matmul_with_local_builder(target, tmp_path):
+    # TVM's own LocalBuilder: one exploration batch and one descent batch (each build() call
+    # pays ~30 s of worker start-up here).
     mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
     db, rec = _tune(
         mod,
         target,
         tmp_path,
-        trials=48,
+        trials=32,
         per_iter=16,
         evo_trials=16,
         builder=ms.builder.LocalBuilder(timeout_sec=120),
@@ -131,15 +133,10 @@ def test_matmul_with_local_builder(target, tmp_path):
     _check(db, rec, mod, 16, tmp_path)
 
 
-def test_conv2d(target, tmp_path):
+def test_conv2d_with_warm_builder(target, tmp_path):
     mod = te.create_prim_func(te_workload.conv2d_nhwc(1, 14, 14, 16, 16, 3, 1, 1))
-    db, rec = _tune(
-        mod,
-        target,
-        tmp_path,
-        trials=40,
-        per_iter=16,
-        evo_trials=8,
-        builder=ms.builder.LocalBuilder(timeout_sec=120),
-    )
+    with ms_droplet.WarmBuilder(max_workers=2, timeout_sec=120) as builder:
+        db, rec = _tune(
+            mod, target, tmp_path, trials=40, per_iter=16, evo_trials=8, builder=builder
+        )
     _check(db, rec, mod, 8, tmp_path)
