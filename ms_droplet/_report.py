@@ -101,7 +101,7 @@ class TuneReport:
     def _row(self, name: str, secs: list[float]) -> str:
         ms_ = median(secs) * 1e3
         gflops = self.flop / (ms_ * 1e-3) / 1e9
-        return f"  {name:<18} {ms_:10.4f} ms   {gflops:9.2f} GFLOP/s"
+        return f"  {name:<32} {ms_:10.4f} ms   {gflops:9.2f} GFLOP/s"
 
     def format(self, *, wall_seconds: float) -> str:
         """Human-readable summary."""
@@ -126,7 +126,7 @@ class TuneReport:
             ):
                 if value is not None:
                     gflops = self.flop / (value * 1e-3) / 1e9
-                    lines.append(f"  {name:<18} {value:10.4f} ms   {gflops:9.2f} GFLOP/s")
+                    lines.append(f"  {name:<32} {value:10.4f} ms   {gflops:9.2f} GFLOP/s")
         if len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
