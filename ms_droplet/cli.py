@@ -292,6 +292,24 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upstream_patch(args: argparse.Namespace) -> int:
+    """Write the patch that makes droplet a built-in strategy of an apache/tvm checkout."""
+    from ._upstream import UpstreamError, write_patch
+
+    try:
+        files = write_patch(args.tvm_source, args.out)
+    except (UpstreamError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"{'new' if f.old is None else 'mod'}  {f.path}")
+    print(
+        f"wrote {args.out} ({len(files)} files); apply it in {args.tvm_source} with "
+        f"`git am {os.path.abspath(args.out)}` (or `git apply`)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ms-droplet``."""
     parser = argparse.ArgumentParser(
@@ -321,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["check", "repair"])
     db.add_argument("work_dir", help="the tuning work dir holding database_*.json")
     db.set_defaults(func=cmd_db)
+    upstream = sub.add_parser(
+        "upstream-patch",
+        help="write the apache/tvm patch that makes droplet a built-in MetaSchedule strategy",
+        description="Generate, from this package's code, a git format-patch style patch against "
+        "an apache/tvm checkout (v0.27 layout): search_strategy/droplet.py and its helper "
+        'modules, "droplet" in SearchStrategy.create, and a test file.',
+    )
+    upstream.add_argument(
+        "--tvm-source", required=True, metavar="DIR", help="the apache/tvm checkout (its root)"
+    )
+    upstream.add_argument("--out", required=True, metavar="FILE", help="the patch file to write")
+    upstream.set_defaults(func=cmd_upstream_patch)
     return parser
 
 
