@@ -305,7 +305,7 @@ def cmd_upstream_patch(args: argparse.Namespace) -> int:
         print(f"{'new' if f.old is None else 'mod'}  {f.path}")
     print(
         f"wrote {args.out} ({len(files)} files); apply it in {args.tvm_source} with "
-        f"`git am {os.path.abspath(args.out)}` (or `git apply`)"
+        f"`git am --keep-non-patch {os.path.abspath(args.out)}` (or `git apply`)"
     )
     return 0
 
