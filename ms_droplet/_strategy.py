@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tvm.ir.utils import derived_object
@@ -70,7 +70,6 @@ class _Run:
     descent: Descent | None = None
     pending: list[Proposal] | None = None
     phase: str = "explore"
-    log_events: list[DescentEvent] = field(default_factory=list)
 
 
 @derived_object
