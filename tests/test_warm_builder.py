@@ -282,7 +282,10 @@ def test_shutdown_kills_all_workers(builder):
 # ---- no worker outlives its process ------------------------------------------------------------
 
 _SCRIPT = """
-import ctypes, json, sys
+import ctypes, json, signal, sys
+# A process started in the background by a non-interactive shell inherits SIGINT as ignored,
+# and Python then installs no KeyboardInterrupt handler: restore it, as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import psutil
 import tvm
 from tvm.s_tir import meta_schedule as ms
