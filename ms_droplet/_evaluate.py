@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import tvm
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
@@ -75,8 +74,3 @@ def measure_interleaved(
         for i, (f, args) in enumerate(evaluators):
             out[i].extend(float(x) for x in f(*args).results)
     return out
-
-
-def median(xs: Sequence[float]) -> float:
-    """Median of samples."""
-    return float(np.median(np.asarray(xs)))

@@ -33,7 +33,8 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
 from ._candidates import samples_of
-from ._evaluate import measure_interleaved, median
+from ._evaluate import measure_interleaved
+from ._stats import median
 
 __all__ = ["TrialLog", "TuneReport", "run_tuning"]
 
@@ -98,8 +99,7 @@ class TuneReport:
     remeasured: dict[str, list[float]] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
 
-    def _row(self, name: str, secs: list[float]) -> str:
-        ms_ = median(secs) * 1e3
+    def _row(self, name: str, ms_: float) -> str:
         gflops = self.flop / (ms_ * 1e-3) / 1e9
         return f"  {name:<32} {ms_:10.4f} ms   {gflops:9.2f} GFLOP/s"
 
@@ -117,7 +117,7 @@ class TuneReport:
             "final": f"final ({self.trials} trials)",
         }
         for key, secs in self.remeasured.items():
-            lines.append(self._row(labels.get(key, key), secs))
+            lines.append(self._row(labels.get(key, key), median(secs) * 1e3))
         if not self.remeasured:
             lines[-1] = "best kernels as recorded by the runner (not re-measured here):"
             for name, value in (
@@ -125,8 +125,7 @@ class TuneReport:
                 (labels["final"], self.final_ms),
             ):
                 if value is not None:
-                    gflops = self.flop / (value * 1e-3) / 1e9
-                    lines.append(f"  {name:<32} {value:10.4f} ms   {gflops:9.2f} GFLOP/s")
+                    lines.append(self._row(name, value))
         if len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")

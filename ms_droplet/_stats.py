@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "compare", "median"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Comparison:
         return self.pvalue is not None
 
 
-def _median(xs: Sequence[float]) -> float:
+def median(xs: Sequence[float]) -> float:
+    """Median of samples."""
     s = sorted(xs)
     n = len(s)
     mid = n // 2
@@ -79,7 +80,7 @@ def compare(challenger: Sequence[float], control: Sequence[float]) -> Comparison
         raise ValueError("compare() needs at least one sample on each side")
     if any(not (x > 0 and math.isfinite(x)) for x in (*challenger, *control)):
         raise ValueError("run seconds must be positive and finite")
-    ratio = _median(challenger) / _median(control)
+    ratio = median(challenger) / median(control)
     if len(challenger) < 2 or len(control) < 2:
         return Comparison(ratio=ratio, pvalue=None)
     log_a = [math.log(x) for x in challenger]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from tvm.s_tir import Schedule
     from tvm.s_tir.meta_schedule import TuneContext
     from tvm.s_tir.meta_schedule.cost_model import CostModel
-    from tvm.s_tir.meta_schedule.database import Database
+    from tvm.s_tir.meta_schedule.database import Database, Workload
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
 __all__ = ["DropletStrategy"]
@@ -63,6 +63,7 @@ class _Run:
     max_trials: int
     num_trials_per_iter: int
     database: Database
+    workload: Workload
     logger: logging.Logger
     cache: CandidateCache
     evo_active: bool
@@ -196,6 +197,7 @@ class DropletStrategy(PySearchStrategy):
             max_trials=max_trials,
             num_trials_per_iter=num_trials_per_iter,
             database=database,
+            workload=workload,
             logger=logger,
             cache=cache,
             evo_active=evo_trials > 0,
@@ -292,9 +294,8 @@ class DropletStrategy(PySearchStrategy):
         """Start the descent from the best measured record of the workload."""
         ctx = self._context
         assert ctx is not None
-        workload = run.database.commit_workload(ctx.mod)
         start = None
-        for rec in run.database.get_top_k(workload, 16):
+        for rec in run.database.get_top_k(run.workload, 16):
             if is_failure(rec):
                 continue
             sch = run.cache.replay(rec.trace)

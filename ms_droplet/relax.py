@@ -369,16 +369,6 @@ def tune_relax(
         )
     if _is_droplet(strategy):
         strategy = DropletStrategy()
-    own_builder = WarmBuilder() if _is_warm(builder) else None
-    if own_builder is not None:
-        builder = own_builder
-    logger.info(
-        "tune_relax: %d TIR function(s), max_trials_global=%d, strategy=%s, work_dir=%s",
-        _num_prim_funcs(mod),
-        max_trials_global,
-        type(strategy).__name__ if not isinstance(strategy, str) else strategy,
-        work_dir,
-    )
     if resume:
         existing = _existing_records(database, work_dir, module_equality)
         if existing:
@@ -391,12 +381,20 @@ def tune_relax(
                 max(remaining, 0),
             )
             if remaining <= 0:
-                if own_builder is not None:
-                    own_builder.shutdown()
                 if isinstance(database, Database):
                     return database
                 return ms.database.JSONDatabase(work_dir=work_dir, module_equality=module_equality)
             max_trials_global = remaining
+    own_builder = WarmBuilder() if _is_warm(builder) else None
+    if own_builder is not None:
+        builder = own_builder
+    logger.info(
+        "tune_relax: %d TIR function(s), max_trials_global=%d, strategy=%s, work_dir=%s",
+        _num_prim_funcs(mod),
+        max_trials_global,
+        type(strategy).__name__ if not isinstance(strategy, str) else strategy,
+        work_dir,
+    )
     try:
         return _ms_relax.tune_relax(
             mod,
