@@ -23,13 +23,21 @@ evaluator settings. Medians of the rounds are what reports compare.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import tvm
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
+from tvm.s_tir.meta_schedule.runner import local_runner, rpc_runner
 
-__all__ = ["measure_interleaved"]
+__all__ = ["measure_interleaved", "numpy_matmul_timer"]
+
+#: A timer: called once per round, returns that round's samples in seconds.
+Timer = Callable[[], Sequence[float]]
 
 
 def measure_interleaved(
@@ -40,6 +48,8 @@ def measure_interleaved(
     number: int = 3,
     repeat: int = 3,
     min_repeat_ms: int = 100,
+    extra_timers: Sequence[Timer] = (),
+    session: Any = None,
 ) -> list[list[float]]:
     """Build each scheduled module and time them alternately.
 
@@ -48,29 +58,105 @@ def measure_interleaved(
     mods : Sequence[IRModule]
         Scheduled modules (e.g. ``sch.mod`` of database records).
     target : Target
-        A CPU target of this machine.
+        The target the modules were tuned for.
     rounds : int
         Rounds; each round times every module once (``repeat`` samples).
+    number, repeat, min_repeat_ms : int
+        ``time_evaluator`` settings, the same for every module.
+    extra_timers : Sequence[Callable[[], Sequence[float]]]
+        Other things to time in the same rounds, after the modules (e.g.
+        :func:`numpy_matmul_timer`); each call returns that round's samples in seconds.
+    session : tvm.rpc.RPCSession, optional
+        Measure on this remote device (e.g. from ``tvm.rpc.connect_tracker(...).request(key)``)
+        instead of this machine's CPU. The modules are exported as MetaSchedule's builder does
+        and uploaded.
 
     Returns
     -------
     seconds : list[list[float]]
-        For each module, its samples over all rounds (``rounds * repeat`` values).
+        For each module, then each extra timer, its samples over all rounds.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    dev = tvm.cpu(0)
-    evaluators = []
-    for mod in mods:
-        lib = tvm.compile(mod, target=target).jit()
-        args_info = ArgInfo.from_entry_func(mod, remove_preproc=True)
-        args = default_alloc_argument(dev, [a.as_json() for a in args_info], 1)[0]
-        f = lib.time_evaluator(
-            lib.entry_name, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
-        )
-        evaluators.append((f, args))
-    out: list[list[float]] = [[] for _ in mods]
-    for _ in range(rounds):
-        for i, (f, args) in enumerate(evaluators):
-            out[i].extend(float(x) for x in f(*args).results)
+    timers: list[Timer] = []
+    with tempfile.TemporaryDirectory(prefix="ms_droplet_measure_") as tmp:
+        for i, mod in enumerate(mods):
+            timers.append(
+                _kernel_timer(
+                    mod,
+                    target,
+                    os.path.join(tmp, f"kernel{i}.tar"),
+                    session=session,
+                    number=number,
+                    repeat=repeat,
+                    min_repeat_ms=min_repeat_ms,
+                )
+            )
+        timers.extend(extra_timers)
+        out: list[list[float]] = [[] for _ in timers]
+        for _ in range(rounds):
+            for i, timer in enumerate(timers):
+                out[i].extend(float(x) for x in timer())
     return out
+
+
+def _kernel_timer(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    path: str,
+    *,
+    session: Any,
+    number: int,
+    repeat: int,
+    min_repeat_ms: int,
+) -> Timer:
+    lib = tvm.compile(mod, target=target)
+    args_info = [a.as_json() for a in ArgInfo.from_entry_func(mod, remove_preproc=True)]
+    device_type = "cpu" if target.kind.name in ("llvm", "c") else target.kind.name
+    if session is None:
+        lib = lib.jit()
+        dev = tvm.device(device_type, 0)
+        args = local_runner.default_alloc_argument(dev, args_info, 1)[0]
+    else:
+        from tvm.contrib.tar import tar
+
+        lib.export_library(path, fcompile=tar)
+        lib = rpc_runner.default_upload_module(session, path, os.path.basename(path))
+        dev = session.device(device_type, 0)
+        args = rpc_runner.default_alloc_argument(session, dev, args_info, 1)[0]
+    f = lib.time_evaluator(
+        lib.entry_name, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
+    )
+    return lambda: f(*args).results
+
+
+def numpy_matmul_timer(
+    m: int, n: int, k: int, *, number: int = 3, repeat: int = 3, min_repeat_ms: int = 100
+) -> Timer:
+    """A timer of numpy's float32 ``(m, k) @ (k, n)`` with ``time_evaluator``'s semantics.
+
+    Each sample is the mean of ``number`` calls, ``number`` grown (as ``time_evaluator`` does)
+    until one sample takes at least ``min_repeat_ms``; ``repeat`` samples per call.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.random((m, k), dtype=np.float32)
+    b = rng.random((k, n), dtype=np.float32)
+    c = np.empty((m, n), dtype=np.float32)
+    np.matmul(a, b, out=c)  # warm-up: BLAS threads, page faults
+
+    def timer() -> list[float]:
+        count = number
+        samples = []
+        for _ in range(repeat):
+            while True:
+                start = time.perf_counter()
+                for _ in range(count):
+                    np.matmul(a, b, out=c)
+                elapsed = time.perf_counter() - start
+                if elapsed * 1e3 >= min_repeat_ms or count >= 1 << 20:
+                    break
+                count *= 2
+            samples.append(elapsed / count)
+        return samples
+
+    return timer

@@ -41,11 +41,21 @@ __all__ = ["TrialLog", "TuneReport", "run_tuning"]
 
 @derived_object
 class TrialLog(PyMeasureCallback):
-    """A measure callback that keeps every trial in order: trace, median seconds, wall time."""
+    """A measure callback that keeps every trial in order: trace, median seconds, wall time.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    path : str, optional
+        Also append one JSON line per trial, ``{"ms": median ms or null, "wall_s": seconds}``,
+        to this file as the trials arrive (what ``ms-droplet bench`` resumes and plots from).
+    wall_offset : float
+        Seconds added to every wall time (the time a resumed run had already spent).
+    """
+
+    def __init__(self, path: str | None = None, *, wall_offset: float = 0.0) -> None:
         super().__init__()
-        self.start = time.perf_counter()
+        self.path = path
+        self.start = time.perf_counter() - wall_offset
         self.traces: list = []
         self.seconds: list[float | None] = []
         self.wall: list[float] = []
@@ -65,6 +75,21 @@ class TrialLog(PyMeasureCallback):
                 self.build_errors += 1
                 if "timeout" in str(built.error_msg).lower():
                     self.timeouts += 1
+        if self.path is not None and measure_candidates:
+            self.write(self.seconds[-len(measure_candidates) :], now)
+
+    def write(self, seconds: list[float | None], wall: float) -> None:
+        """Append trials to :attr:`path` (one JSON line each) and flush them to disk."""
+        if self.path is None or not seconds:
+            return
+        lines = "".join(
+            json.dumps({"ms": None if s is None else s * 1e3, "wall_s": wall}) + "\n"
+            for s in seconds
+        )
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
 
     def best_index(self, upto: int | None = None) -> int | None:
         """Index of the fastest recorded trial among the first ``upto``."""

@@ -30,6 +30,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 __all__ = ["available_workloads", "load_workload"]
 
 _MATMUL = re.compile(r"^matmul:(\d+),(\d+),(\d+)$")
+_CONV2D = re.compile(r"^conv2d:(\d+(?:,\d+){7})$")
 
 
 def available_workloads() -> list[str]:
@@ -48,8 +49,10 @@ def load_workload(spec: str) -> tvm.IRModule:
     ----------
     spec : str
         ``NAME:INDEX`` from ``tvm.s_tir.meta_schedule.testing.te_workload.CONFIGS``
-        (``C2D:0``, ``DEP:1``, ...), ``matmul:M,N,K`` (float32), or a path to a TVMScript
-        file (``.py``) that defines an ``IRModule`` or ``PrimFunc`` named ``Module`` or ``main``.
+        (``C2D:0``, ``DEP:1``, ...), ``matmul:M,N,K`` (float32, ``(M, K) @ (K, N)``),
+        ``conv2d:N,H,W,CI,CO,KERNEL,STRIDE,PAD`` (float32 NHWC, e.g. a ResNet layer), or
+        a path to a TVMScript file (``.py``) that defines an ``IRModule`` or ``PrimFunc``
+        named ``Module`` or ``main``.
 
     Raises
     ------
@@ -65,6 +68,16 @@ def load_workload(spec: str) -> tvm.IRModule:
         if min(M, N, K) < 1:
             raise ValueError(f"matmul sizes must be >= 1, got {spec!r}")
         return _as_module(te.create_prim_func(te_workload.matmul(M, N, K)))
+    m = _CONV2D.match(spec)
+    if m:
+        n, h, w, ci, co, kernel, stride, pad = (int(x) for x in m.group(1).split(","))
+        if min(n, h, w, ci, co, kernel, stride) < 1:
+            raise ValueError(f"conv2d sizes, kernel and stride must be >= 1, got {spec!r}")
+        if h + 2 * pad < kernel or w + 2 * pad < kernel:
+            raise ValueError(f"conv2d kernel larger than the padded input in {spec!r}")
+        return _as_module(
+            te.create_prim_func(te_workload.conv2d_nhwc(n, h, w, ci, co, kernel, stride, pad))
+        )
     if spec.endswith(".py") or os.sep in spec:
         return _from_tvmscript(spec)
     name, sep, index = spec.partition(":")
@@ -72,6 +85,7 @@ def load_workload(spec: str) -> tvm.IRModule:
         raise ValueError(
             f"unknown workload {spec!r}: use NAME:INDEX with NAME one of "
             f"{sorted(te_workload.CONFIGS)} (e.g. C2D:0), matmul:M,N,K (e.g. matmul:512,512,512), "
+            "conv2d:N,H,W,CI,CO,KERNEL,STRIDE,PAD (e.g. conv2d:1,56,56,64,64,3,1,1), "
             "or the path of a TVMScript .py file"
         )
     params = te_workload.CONFIGS[name][1]

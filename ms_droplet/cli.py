@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -61,13 +62,7 @@ def _pvalue(text: str) -> float:
     return value
 
 
-def _add_tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workload",
-        default=DEFAULT_WORKLOAD,
-        help="NAME:INDEX of the Ansor suite (C2D:0, DEP:1, ...), matmul:M,N,K, or a TVMScript "
-        f".py file (default: {DEFAULT_WORKLOAD})",
-    )
+def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         default="host",
@@ -75,19 +70,11 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         '\'{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}\'',
     )
     p.add_argument("--num-cores", type=_positive_int, default=None, help="cores (default: all)")
-    p.add_argument("--trials", type=_positive_int, default=400, help="total trial budget")
-    p.add_argument("--strategy", choices=["droplet", "evolutionary"], default="droplet")
-    p.add_argument(
-        "--num-evolutionary-trials",
-        type=_non_negative_int,
-        default=200,
-        help="droplet: trials explored by EvolutionarySearch before the descent (the "
-        "strategy's own default is 300, as published; 200 keeps the Quick start short)",
-    )
+
+
+def _add_measure_args(p: argparse.ArgumentParser, *, per_iter: int) -> None:
     p.add_argument("--pvalue", type=_pvalue, default=0.05, help="droplet: significance level")
-    p.add_argument("--num-trials-per-iter", type=_positive_int, default=64)
-    p.add_argument("--work-dir", default=None, help="tuning directory (default: a new temp dir)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--num-trials-per-iter", type=_positive_int, default=per_iter)
     p.add_argument("--number", type=_positive_int, default=3, help="runner: runs per sample")
     p.add_argument("--repeat", type=_positive_int, default=3, help="runner: samples")
     p.add_argument("--min-repeat-ms", type=_non_negative_int, default=100, help="runner")
@@ -112,6 +99,80 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         default=10,
         help="interleaved re-measurement rounds for the final comparison",
     )
+
+
+def _add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workload",
+        default=DEFAULT_WORKLOAD,
+        help="NAME:INDEX of the Ansor suite (C2D:0, DEP:1, ...), matmul:M,N,K, "
+        "conv2d:N,H,W,CI,CO,KERNEL,STRIDE,PAD, or a TVMScript .py file "
+        f"(default: {DEFAULT_WORKLOAD})",
+    )
+    _add_target_args(p)
+    p.add_argument("--trials", type=_positive_int, default=400, help="total trial budget")
+    p.add_argument("--strategy", choices=["droplet", "evolutionary"], default="droplet")
+    p.add_argument(
+        "--num-evolutionary-trials",
+        type=_non_negative_int,
+        default=200,
+        help="droplet: trials explored by EvolutionarySearch before the descent (the "
+        "strategy's own default is 300, as published; 200 keeps the Quick start short)",
+    )
+    p.add_argument("--work-dir", default=None, help="tuning directory (default: a new temp dir)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    _add_measure_args(p, per_iter=64)
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    from .bench._layout import STRATEGIES
+    from .bench._suites import SUITES
+
+    p.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default=None,
+        help="; ".join(f"{s.name}: {s.about}" for s in SUITES.values()),
+    )
+    p.add_argument(
+        "--workload",
+        action="append",
+        default=None,
+        help="a workload (as for `tune`); repeat it for an ad-hoc suite (replaces --suite's list)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the benchmark folder")
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=None,
+        help="B: droplet's total budget per workload (default: the suite's; quick: 64)",
+    )
+    p.add_argument(
+        "--ratio",
+        type=_positive_int,
+        default=5,
+        help="K: evolutionary search gets K*B trials (default 5)",
+    )
+    p.add_argument(
+        "--num-evolutionary-trials",
+        type=_positive_int,
+        default=None,
+        help="N: trials explored before droplet's descent, and before TVM's post_optimization "
+        "(default: the suite's; quick: 32)",
+    )
+    p.add_argument(
+        "--seeds", type=_non_negative_int, nargs="+", default=[0], help="tuning seeds (0 1 2)"
+    )
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=list(STRATEGIES),
+        default=list(STRATEGIES),
+        help="which strategies to run (default: all three)",
+    )
+    _add_target_args(p)
+    _add_measure_args(p, per_iter=32)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _tracker_address(text: str) -> tuple[str, int]:
@@ -159,9 +220,43 @@ def _make_target(spec: str, num_cores: int | None):
     return target
 
 
+def _runner_factory(args: argparse.Namespace):
+    """(make_runner, open_session) from the runner and RPC arguments.
+
+    ``open_session`` opens a session on a device of the tracker (for re-measuring there), or is
+    None when measuring on this machine.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(
+        number=args.number,
+        repeat=args.repeat,
+        min_repeat_ms=args.min_repeat_ms,
+        enable_cpu_cache_flush=False,
+    )
+    if not args.rpc_tracker:
+        return (lambda: ms.runner.LocalRunner(evaluator_config=evaluator)), None
+    host, port = _tracker_address(args.rpc_tracker)
+    if not args.rpc_key:
+        raise ValueError("--rpc-tracker needs --rpc-key (the servers' --key)")
+    config = ms.runner.RPCConfig(
+        tracker_host=host,
+        tracker_port=port,
+        tracker_key=args.rpc_key,
+        session_timeout_sec=args.rpc_session_timeout,
+        session_priority=args.rpc_priority,
+    )
+
+    def make_runner():
+        return ms.runner.RPCRunner(
+            rpc_config=config, evaluator_config=evaluator, max_workers=args.rpc_workers
+        )
+
+    return make_runner, config.connect_server
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune one workload and print the result."""
-    from tvm.s_tir import meta_schedule as ms
 
     from . import DropletStrategy
     from ._report import TuneReport, run_tuning
@@ -193,30 +288,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         strategy = "evolutionary"
         explore = args.trials
-    evaluator = ms.runner.EvaluatorConfig(
-        number=args.number,
-        repeat=args.repeat,
-        min_repeat_ms=args.min_repeat_ms,
-        enable_cpu_cache_flush=False,
-    )
-    if args.rpc_tracker:
-        host, port = _tracker_address(args.rpc_tracker)
-        if not args.rpc_key:
-            print("error: --rpc-tracker needs --rpc-key (the servers' --key)", file=sys.stderr)
-            return 2
-        runner = ms.runner.RPCRunner(
-            rpc_config=ms.runner.RPCConfig(
-                tracker_host=host,
-                tracker_port=port,
-                tracker_key=args.rpc_key,
-                session_timeout_sec=args.rpc_session_timeout,
-                session_priority=args.rpc_priority,
-            ),
-            evaluator_config=evaluator,
-            max_workers=args.rpc_workers,
-        )
-    else:
-        runner = ms.runner.LocalRunner(evaluator_config=evaluator)
+    try:
+        make_runner, _ = _runner_factory(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runner = make_runner()
     print(
         f"ms-droplet tune: {args.workload} on {target.attrs.get('mcpu', target.kind.name)} "
         f"({int(target.attrs.get('num-cores', 1))} cores), strategy={args.strategy}, "
@@ -249,6 +326,101 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     wall = time.perf_counter() - start
     print(report.format(wall_seconds=wall))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run (or resume) the strategy comparison of DESIGN.md into ``--out``."""
+    from .bench._driver import BenchConfig, BenchError, run_bench
+    from .bench._report import build_report
+    from .bench._suites import SUITES
+
+    if not args.suite and not args.workload:
+        print("error: give --suite quick|paper-cpu or at least one --workload", file=sys.stderr)
+        return 2
+    suite = SUITES[args.suite or "quick"]
+    try:
+        config = BenchConfig(
+            workloads=tuple(args.workload or suite.workloads),
+            seeds=tuple(dict.fromkeys(args.seeds)),
+            trials=args.trials or suite.trials,
+            ratio=args.ratio,
+            num_evolutionary_trials=args.num_evolutionary_trials or suite.num_evolutionary_trials,
+            strategies=tuple(dict.fromkeys(args.strategies)),
+            num_trials_per_iter=args.num_trials_per_iter,
+            pvalue=args.pvalue,
+            number=args.number,
+            repeat=args.repeat,
+            min_repeat_ms=args.min_repeat_ms,
+            rounds=args.rounds,
+        )
+        make_runner, open_session = _runner_factory(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    target = _make_target(args.target, args.num_cores)
+    if not args.verbose:
+        # The progress bar is the display; MetaSchedule's per-task tables go to the work dirs.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    from ._report import _builder
+
+    builder, owned = _builder(args.builder, args.builder_timeout)
+    command = "ms-droplet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    start = time.perf_counter()
+    try:
+        counts = run_bench(
+            args.out,
+            config,
+            target=target,
+            builder=builder,
+            make_runner=make_runner,
+            open_session=open_session,
+            command=command,
+            progress=not args.no_progress,
+        )
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if owned:
+            builder.shutdown()
+    markdown, _ = build_report(args.out)
+    print(markdown)
+    print(
+        f"{counts['ran']} runs tuned, {counts['skipped']} found finished, "
+        f"{counts['remeasured']} re-measured in {time.perf_counter() - start:.0f} s; "
+        f"report: {os.path.join(args.out, 'report.md')}; plots: ms-droplet plot {args.out}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print (and write) the tables of a benchmark folder."""
+    from .bench._report import build_report
+
+    try:
+        markdown, _ = build_report(args.dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown)
+    print(f"wrote {os.path.join(args.dir, 'report.md')} and summary.json")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw the tuning curves of a benchmark folder."""
+    from .bench._plot import plot_bench
+
+    try:
+        paths = plot_bench(args.dir, dest=args.dest)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    if not paths:
+        print("no runs to plot yet")
     return 0
 
 
@@ -328,6 +500,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tune_args(tune)
     tune.set_defaults(func=cmd_tune)
+    bench = sub.add_parser(
+        "bench",
+        help="compare droplet, evolutionary (K x the budget) and TVM's post_optimization",
+        description="Run the benchmark protocol: on each workload and seed, droplet with a "
+        "budget B (N explored, then the descent), evolutionary search with K*B, and TVM 0.27's "
+        "post_optimization (N explored, then its Droplet for B-N); one work dir per run under "
+        "--out; finished runs are skipped and interrupted ones resume when the command is run "
+        "again; then each strategy's best kernel is re-measured interleaved in one process. "
+        "Prints the report at the end (also `ms-droplet report DIR`).",
+    )
+    _add_bench_args(bench)
+    bench.set_defaults(func=cmd_bench)
+    report = sub.add_parser(
+        "report",
+        help="tables and a JSON summary of a benchmark folder (no tuning)",
+        description="Rebuild from DIR's stored results: a markdown table per workload, the "
+        "summary with geometric means of the latency and tuning-time ratios, written to "
+        "DIR/report.md and DIR/summary.json (with TVM version, target, CPU, seeds, commands).",
+    )
+    report.add_argument("dir", help="the --out folder of `ms-droplet bench`")
+    report.set_defaults(func=cmd_report)
+    plot = sub.add_parser(
+        "plot",
+        help="PNG tuning curves of a benchmark folder",
+        description="One PNG per workload: best latency vs trials and vs tuning time, a line "
+        "per strategy (median over seeds, band min..max). Needs matplotlib "
+        "(pip install 'ms_droplet[plot]').",
+    )
+    plot.add_argument("dir", help="the --out folder of `ms-droplet bench`")
+    plot.add_argument("--dest", default=None, help="where to write the PNGs (default: DIR/plots)")
+    plot.set_defaults(func=cmd_plot)
     db = sub.add_parser(
         "db",
         help="check or repair a MetaSchedule JSON database",

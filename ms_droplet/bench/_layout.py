@@ -1,0 +1,219 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""The on-disk layout of a benchmark folder (``ms-droplet bench --out DIR``).
+
+Everything ``report`` and ``plot`` show is rebuilt from these files; nothing is kept only in
+memory::
+
+    DIR/bench.json                                   settings, machine, TVM version, commands
+    DIR/runs/<workload>/<strategy>/seed<S>/          one MetaSchedule work dir per run
+        database_workload.json                       MetaSchedule's JSON database
+        database_tuning_record.json
+        trials.jsonl                                 one line per measured trial, in order:
+                                                     {"ms": float | null, "wall_s": float}
+        result.json                                  written when the run has finished
+    DIR/remeasure/<workload>/seed<S>.json            the interleaved re-measurement of every
+                                                     strategy's best kernel (and numpy's matmul)
+
+``<workload>`` is the workload spec with characters other than letters, digits, ``.``, ``_``
+and ``-`` replaced by ``_`` (``matmul:512,512,512`` becomes ``matmul_512_512_512``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "STRATEGIES",
+    "Remeasure",
+    "Run",
+    "load_bench",
+    "load_remeasures",
+    "load_runs",
+    "read_trials",
+    "remeasure_path",
+    "run_dir",
+    "slug",
+]
+
+#: Strategies of the benchmark, in the order tables and plots show them.
+STRATEGIES = ("droplet", "evolutionary", "post_opt")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def slug(workload: str) -> str:
+    """The folder name of a workload spec."""
+    return _UNSAFE.sub("_", workload)
+
+
+def run_dir(out: str, workload: str, strategy: str, seed: int) -> str:
+    """The work dir of one (workload, strategy, seed) run."""
+    return os.path.join(out, "runs", slug(workload), strategy, f"seed{seed}")
+
+
+def remeasure_path(out: str, workload: str, seed: int) -> str:
+    """The file holding the interleaved re-measurement of one (workload, seed)."""
+    return os.path.join(out, "remeasure", slug(workload), f"seed{seed}.json")
+
+
+@dataclass
+class Run:
+    """One finished or interrupted tuning run, as stored on disk.
+
+    Attributes
+    ----------
+    workload, strategy : str
+        The workload spec and the strategy name.
+    seed : int
+        The tuning seed.
+    finished : bool
+        Whether ``result.json`` exists (the run completed).
+    result : dict
+        The content of ``result.json`` (empty when not finished).
+    trials : list[dict]
+        The lines of ``trials.jsonl``: ``{"ms": latency or None for a failure, "wall_s": ...}``.
+    """
+
+    workload: str
+    strategy: str
+    seed: int
+    finished: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def curve(self) -> tuple[list[int], list[float], list[float]]:
+        """Best-so-far latency: (trial numbers, wall seconds, best ms), from the first success."""
+        nums, walls, bests = [], [], []
+        best = float("inf")
+        for i, t in enumerate(self.trials):
+            if t.get("ms") is not None:
+                best = min(best, float(t["ms"]))
+            if best < float("inf"):
+                nums.append(i + 1)
+                walls.append(float(t["wall_s"]))
+                bests.append(best)
+        return nums, walls, bests
+
+
+@dataclass
+class Remeasure:
+    """The interleaved re-measurement of every strategy's best kernel for one (workload, seed).
+
+    Attributes
+    ----------
+    workload : str
+    seed : int
+    flop : float
+        Floating-point operations of one run of the workload.
+    samples : dict[str, list[float]]
+        Run seconds per strategy (all rounds); ``"numpy"`` holds numpy's matmul for matmuls.
+    """
+
+    workload: str
+    seed: int
+    flop: float
+    samples: dict[str, list[float]]
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); delete it to redo that step"
+            ) from None
+
+
+def read_trials(path: str) -> list[dict[str, Any]]:
+    """Read ``trials.jsonl``; a truncated last line (a crash mid-write) is ignored."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # the last non-empty line: cut off by a crash
+                break
+            raise ValueError(f"{path}:{i + 1}: unreadable line {line[:80]!r}") from None
+    return out
+
+
+def load_bench(out: str) -> dict[str, Any]:
+    """Read ``DIR/bench.json``."""
+    path = os.path.join(out, "bench.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{out} is not a benchmark folder (no bench.json); create one with "
+            f"`ms-droplet bench --out {out}`"
+        )
+    return _read_json(path)
+
+
+def load_runs(out: str) -> list[Run]:
+    """Every run under ``DIR/runs``, finished or not, sorted by workload, strategy, seed."""
+    bench = load_bench(out)
+    runs = []
+    for workload in bench.get("workloads", []):
+        for strategy in bench.get("strategies", STRATEGIES):
+            for seed in bench.get("seeds", []):
+                path = run_dir(out, workload, strategy, seed)
+                if not os.path.isdir(path):
+                    continue
+                result_path = os.path.join(path, "result.json")
+                finished = os.path.exists(result_path)
+                runs.append(
+                    Run(
+                        workload=workload,
+                        strategy=strategy,
+                        seed=seed,
+                        finished=finished,
+                        result=_read_json(result_path) if finished else {},
+                        trials=read_trials(os.path.join(path, "trials.jsonl")),
+                    )
+                )
+    return runs
+
+
+def load_remeasures(out: str) -> list[Remeasure]:
+    """Every stored re-measurement, in the order of the bench's workloads and seeds."""
+    bench = load_bench(out)
+    found = []
+    for workload in bench.get("workloads", []):
+        for seed in bench.get("seeds", []):
+            path = remeasure_path(out, workload, seed)
+            if os.path.exists(path):
+                data = _read_json(path)
+                found.append(
+                    Remeasure(
+                        workload=workload,
+                        seed=seed,
+                        flop=float(data["flop"]),
+                        samples={k: list(v) for k, v in data["samples"].items()},
+                    )
+                )
+    return found

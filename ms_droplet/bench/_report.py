@@ -1,0 +1,235 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""``ms-droplet report``: tables and a JSON summary rebuilt from a benchmark folder, no tuning.
+
+Latencies are the medians of the interleaved re-measurement (every strategy's best kernel of a
+(workload, seed), timed alternately in one process with the same settings); ratios are taken per
+(workload, seed) from those paired medians and averaged geometrically. The runner's latencies
+recorded during tuning are never compared across runs: on a noisy machine they drift by tens of
+percent between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .._stats import geomean, median, median_ci
+from ._layout import STRATEGIES, Remeasure, Run, load_bench, load_remeasures, load_runs
+
+__all__ = ["build_report"]
+
+_LABEL = {"droplet": "droplet", "evolutionary": "evolutionary", "post_opt": "post_opt (TVM)"}
+_RATIOS = (("droplet", "evolutionary"), ("droplet", "post_opt"))
+
+
+def build_report(out: str) -> tuple[str, dict[str, Any]]:
+    """Build the markdown report and the JSON summary of a benchmark folder.
+
+    Also writes them to ``out/report.md`` and ``out/summary.json``.
+
+    Returns
+    -------
+    markdown : str
+        Tables per workload and the summary with geometric means.
+    summary : dict
+        The same numbers, with the machine, TVM version, target, seeds and commands.
+    """
+    bench = load_bench(out)
+    runs = {(r.workload, r.strategy, r.seed): r for r in load_runs(out)}
+    remeasures = {(m.workload, m.seed): m for m in load_remeasures(out)}
+    strategies = [s for s in STRATEGIES if s in bench.get("strategies", STRATEGIES)]
+    workloads: dict[str, Any] = {}
+    pair_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS}
+    time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS}
+    for workload in bench["workloads"]:
+        seeds: dict[str, Any] = {}
+        for seed in bench["seeds"]:
+            entry = _seed_entry(strategies, runs, remeasures.get((workload, seed)), workload, seed)
+            if entry is None:
+                continue
+            seeds[str(seed)] = entry
+            for key, value in entry["ratios"].items():
+                pair_ratios[key].append(value)
+            for key, value in entry["time_ratios"].items():
+                time_ratios[key].append(value)
+        if seeds:
+            workloads[workload] = {"seeds": seeds}
+    summary = {
+        "bench": bench,
+        "workloads": workloads,
+        "geomean": {
+            "latency": {k: geomean(v) for k, v in pair_ratios.items() if v},
+            "tuning_time": {k: geomean(v) for k, v in time_ratios.items() if v},
+            "pairs": {k: len(v) for k, v in pair_ratios.items()},
+        },
+    }
+    markdown = _markdown(bench, strategies, workloads, summary["geomean"])
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    return markdown, summary
+
+
+def _seed_entry(
+    strategies: list[str],
+    runs: dict[tuple[str, str, int], Run],
+    remeasure: Remeasure | None,
+    workload: str,
+    seed: int,
+) -> dict[str, Any] | None:
+    found = {s: runs.get((workload, s, seed)) for s in strategies}
+    if not any(found.values()):
+        return None
+    entry: dict[str, Any] = {"strategies": {}, "ratios": {}, "time_ratios": {}}
+    flop = remeasure.flop if remeasure else None
+    for strategy, run in found.items():
+        item: dict[str, Any] = {"status": "not started"}
+        if run is not None:
+            result = run.result
+            item = {
+                "status": "finished" if run.finished else "running or interrupted",
+                "trials": result.get("trials", len(run.trials)),
+                "budget": result.get("budget"),
+                "failed_trials": result.get(
+                    "failed_trials", sum(1 for t in run.trials if t.get("ms") is None)
+                ),
+                "tuning_seconds": result.get(
+                    "tuning_seconds", run.trials[-1]["wall_s"] if run.trials else 0.0
+                ),
+                "error": result.get("error"),
+            }
+        if remeasure and strategy in remeasure.samples:
+            item.update(_latency(remeasure.samples[strategy], flop))
+        entry["strategies"][strategy] = item
+    if remeasure and "numpy" in remeasure.samples:
+        entry["numpy"] = _latency(remeasure.samples["numpy"], flop)
+    items = entry["strategies"]
+    for a, b in _RATIOS:
+        if "median_ms" in items.get(a, {}) and "median_ms" in items.get(b, {}):
+            entry["ratios"][f"{a}/{b}"] = items[a]["median_ms"] / items[b]["median_ms"]
+        if items.get(a, {}).get("status") == items.get(b, {}).get("status") == "finished":
+            ta, tb = items[a]["tuning_seconds"], items[b]["tuning_seconds"]
+            if ta > 0 and tb > 0:
+                entry["time_ratios"][f"{a}/{b}"] = ta / tb
+    return entry
+
+
+def _latency(samples: list[float], flop: float | None) -> dict[str, Any]:
+    med = median(samples)
+    lo, hi = median_ci(samples)
+    out = {
+        "median_ms": med * 1e3,
+        "ci95_ms": [lo * 1e3, hi * 1e3],
+        "samples": len(samples),
+    }
+    if flop:
+        out["gflops"] = flop / med / 1e9
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _markdown(
+    bench: dict[str, Any],
+    strategies: list[str],
+    workloads: dict[str, Any],
+    geo: dict[str, Any],
+) -> str:
+    k, b, n = bench["ratio"], bench["trials"], bench["num_evolutionary_trials"]
+    lines = [
+        "# ms-droplet benchmark",
+        "",
+        f"- machine: {bench.get('cpu_model')} ({bench.get('cores')} cores); target "
+        f"`{bench.get('target')}`",
+        f"- TVM {bench.get('tvm_version')}, ms_droplet {bench.get('ms_droplet_version')}, "
+        f"Python {bench.get('python')}",
+        f"- budgets per workload: droplet {b} trials ({n} explored by EvolutionarySearch, then "
+        f"the descent); evolutionary {k}x{b} = {k * b}; post_opt (TVM 0.27's "
+        f"`post_optimization`) {n} explored + {b - n} of its Droplet",
+        f"- seeds: {', '.join(str(s) for s in bench['seeds'])}; runner number={bench['number']} "
+        f"repeat={bench['repeat']} min_repeat_ms={bench['min_repeat_ms']}; "
+        f"{bench['rounds']} interleaved re-measurement rounds",
+        *(f"- command: `{c}`" for c in bench.get("commands", []) if c),
+        "",
+        "Latency: median of the interleaved re-measurement of each strategy's best kernel "
+        "[95 % CI of the median]. Ratios below 1 mean droplet's kernel is faster (latency) or "
+        "droplet tuned for less time (time); per (workload, seed), geometric means over them.",
+        "",
+        "## Summary",
+        "",
+    ]
+    head = ["workload"]
+    head += [f"{_LABEL[s]} ms" for s in strategies]
+    ratio_keys = [f"{a}/{b}" for a, b in _RATIOS if a in strategies and b in strategies]
+    head += [f"latency {key}" for key in ratio_keys]
+    head += [f"time {key}" for key in ratio_keys]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for workload, data in workloads.items():
+        seeds = data["seeds"].values()
+        row = [f"`{workload}`"]
+        for s in strategies:
+            meds = [
+                e["strategies"][s]["median_ms"] for e in seeds if "median_ms" in e["strategies"][s]
+            ]
+            row.append(_fmt(median(meds)) if meds else "pending")
+        for group in ("ratios", "time_ratios"):
+            for key in ratio_keys:
+                vals = [e[group][key] for e in seeds if key in e[group]]
+                row.append(_fmt(geomean(vals), ".3f") if vals else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    row = ["**geometric mean**"] + [""] * len(strategies)
+    row += [_fmt(geo["latency"].get(key), ".3f") for key in ratio_keys]
+    row += [_fmt(geo["tuning_time"].get(key), ".3f") for key in ratio_keys]
+    lines.append("| " + " | ".join(row) + " |")
+    for workload, data in workloads.items():
+        lines += ["", f"## `{workload}`", ""]
+        head = ["seed", "strategy", "latency ms [95 % CI]", "GFLOP/s", "trials / budget"]
+        head += ["failed", "tuning time s", "note"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for seed, entry in data["seeds"].items():
+            for s in strategies:
+                item = entry["strategies"][s]
+                lat = (
+                    f"{item['median_ms']:.4f} [{item['ci95_ms'][0]:.4f}, {item['ci95_ms'][1]:.4f}]"
+                    if "median_ms" in item
+                    else "not re-measured yet"
+                )
+                note = item.get("error") or ("" if item["status"] == "finished" else item["status"])
+                if item["status"] == "finished" and item.get("trials", 0) < (
+                    item.get("budget") or 0
+                ):
+                    note = note or "stopped before the budget"
+                lines.append(
+                    f"| {seed} | {_LABEL[s]} | {lat} | {_fmt(item.get('gflops'), '.2f')} | "
+                    f"{item.get('trials', '-')} / {item.get('budget', '-')} | "
+                    f"{item.get('failed_trials', '-')} | {_fmt(item.get('tuning_seconds'), '.1f')} "
+                    f"| {note} |"
+                )
+            if "numpy" in entry:
+                npy = entry["numpy"]
+                lines.append(
+                    f"| {seed} | numpy matmul (reference) | {npy['median_ms']:.4f} "
+                    f"[{npy['ci95_ms'][0]:.4f}, {npy['ci95_ms'][1]:.4f}] | "
+                    f"{_fmt(npy.get('gflops'), '.2f')} | | | | same process, interleaved |"
+                )
+    lines.append("")
+    return "\n".join(lines)
