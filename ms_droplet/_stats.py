@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["Comparison", "compare", "geomean", "median", "median_ci"]
+__all__ = ["Comparison", "compare", "median"]
 
 
 @dataclass(frozen=True)
@@ -59,32 +59,6 @@ def median(xs: Sequence[float]) -> float:
     n = len(s)
     mid = n // 2
     return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
-
-
-def median_ci(xs: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median (binomial order statistics).
-
-    With fewer samples than the confidence needs (e.g. under 6 at 95 %), the interval is the
-    sample range, which then covers the median with less than ``confidence``.
-    """
-    if not xs:
-        raise ValueError("median_ci() needs at least one sample")
-    s = sorted(xs)
-    n = len(s)
-    alpha = 1.0 - confidence
-    # Largest k with P(Binomial(n, 1/2) < k) <= alpha / 2: the interval is [s[k-1], s[n-k]].
-    k = int(stats.binom.ppf(alpha / 2, n, 0.5))
-    if k >= 1 and stats.binom.cdf(k - 1, n, 0.5) > alpha / 2:
-        k -= 1
-    k = max(k, 1)
-    return s[k - 1], s[n - k]
-
-
-def geomean(xs: Sequence[float]) -> float:
-    """Geometric mean of positive numbers."""
-    if not xs:
-        raise ValueError("geomean() needs at least one value")
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
 def compare(challenger: Sequence[float], control: Sequence[float]) -> Comparison:

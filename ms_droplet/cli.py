@@ -167,8 +167,9 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
         "--strategies",
         nargs="+",
         choices=list(STRATEGIES),
-        default=list(STRATEGIES),
-        help="which strategies to run (default: all three)",
+        default=None,
+        help="which strategies to run (default: all three; with --rpc-tracker droplet and "
+        "evolutionary, since TVM's post_optimization measures on this machine only)",
     )
     _add_target_args(p)
     _add_measure_args(p, per_iter=32)
@@ -332,6 +333,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) the strategy comparison of DESIGN.md into ``--out``."""
     from .bench._driver import BenchConfig, BenchError, run_bench
+    from .bench._layout import STRATEGIES
     from .bench._report import build_report
     from .bench._suites import SUITES
 
@@ -339,6 +341,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("error: give --suite quick|paper-cpu or at least one --workload", file=sys.stderr)
         return 2
     suite = SUITES[args.suite or "quick"]
+    strategies = args.strategies or list(STRATEGIES)
+    if args.rpc_tracker and "post_opt" in strategies:
+        if args.strategies:
+            print(
+                "error: TVM's post_optimization builds and measures with a LocalBuilder and "
+                "LocalRunner of its own, on this machine, so it cannot run on an RPC fleet; "
+                "use --strategies droplet evolutionary with --rpc-tracker",
+                file=sys.stderr,
+            )
+            return 2
+        strategies.remove("post_opt")
     try:
         config = BenchConfig(
             workloads=tuple(args.workload or suite.workloads),
@@ -346,7 +359,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             trials=args.trials or suite.trials,
             ratio=args.ratio,
             num_evolutionary_trials=args.num_evolutionary_trials or suite.num_evolutionary_trials,
-            strategies=tuple(dict.fromkeys(args.strategies)),
+            strategies=tuple(dict.fromkeys(strategies)),
             num_trials_per_iter=args.num_trials_per_iter,
             pvalue=args.pvalue,
             number=args.number,
@@ -359,9 +372,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     target = _make_target(args.target, args.num_cores)
-    if not args.verbose:
-        # The progress bar is the display; MetaSchedule's per-task tables go to the work dirs.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     from ._report import _builder
 
     builder, owned = _builder(args.builder, args.builder_timeout)
@@ -377,6 +387,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             open_session=open_session,
             command=command,
             progress=not args.no_progress,
+            # The progress bar is the display; MetaSchedule's tables stay in the run's logs/.
+            console_level=None if args.verbose else logging.WARNING,
         )
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -143,6 +143,7 @@ def run_bench(
     open_session: Callable[[], Any] | None = None,
     command: str = "",
     progress: bool = True,
+    console_level: int | None = None,
 ) -> dict[str, int]:
     """Run (or resume) a benchmark into ``out``.
 
@@ -165,6 +166,9 @@ def run_bench(
         The command line, stamped into ``bench.json``.
     progress : bool
         Show a progress bar over the runs (on stderr).
+    console_level : int, optional
+        The level of MetaSchedule's console log, set before every run (MetaSchedule takes it
+        from its logger's level, which its first run resets to DEBUG). None leaves it alone.
 
     Returns
     -------
@@ -207,6 +211,7 @@ def run_bench(
                 target=target,
                 builder=builder,
                 runner=make_runner(),
+                console_level=console_level,
             )
             counts["ran" if ran else "skipped"] += 1
             bar.update(1)
@@ -327,6 +332,7 @@ def _tune_run(
     target: tvm.target.Target,
     builder: ms.builder.Builder,
     runner: ms.runner.Runner,
+    console_level: int | None = None,
 ) -> bool:
     """Run or resume one (workload, strategy, seed); False when it had finished before."""
     work_dir = run_dir(out, workload, strategy, seed)
@@ -343,6 +349,8 @@ def _tune_run(
     )
     remaining = explore_budget - done
     if remaining > 0:
+        if console_level is not None:
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(console_level)
         if strategy == "droplet":
             search: Any = DropletStrategy(
                 num_evolutionary_trials=config.num_evolutionary_trials, pvalue=config.pvalue

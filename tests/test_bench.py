@@ -1,0 +1,369 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""``ms-droplet bench / report / plot``: bad input, the report's arithmetic, a real tiny bench."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ms_droplet import cli
+from ms_droplet._stats import median
+from ms_droplet.bench._driver import BenchConfig, BenchError
+from ms_droplet.bench._layout import STRATEGIES, read_trials, remeasure_path, run_dir
+from ms_droplet.bench._report import build_report
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+def _run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_bench_needs_a_suite_or_workloads(capsys, tmp_path):
+    code, err = _run_cli(capsys, "bench", "--out", str(tmp_path / "b"))
+    assert code == 2 and "--suite" in err and "--workload" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_rejects_exploration_not_below_budget(capsys, tmp_path):
+    code, err = _run_cli(
+        capsys,
+        "bench",
+        "--suite",
+        "quick",
+        "--trials",
+        "10",
+        "--num-evolutionary-trials",
+        "10",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    assert code == 2 and "num_evolutionary_trials (10)" in err and "--trials (10)" in err
+
+
+def test_bench_rejects_unknown_workload_before_tuning(capsys, tmp_path):
+    code, err = _run_cli(
+        capsys,
+        "bench",
+        "--workload",
+        "matmul:8,8,8",
+        "--workload",
+        "XYZ:0",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    assert code == 2 and "unknown workload 'XYZ:0'" in err
+    assert not (tmp_path / "b" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--strategies", "droplet", "random"],
+        ["--seeds", "-1"],
+        ["--ratio", "0"],
+        ["--suite", "huge"],
+    ],
+)
+def test_bench_argument_errors(capsys, tmp_path, argv):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--out", str(tmp_path), *argv])
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_rpc_tracker_without_key_is_rejected(capsys, tmp_path):
+    code, err = _run_cli(
+        capsys,
+        "bench",
+        "--suite",
+        "quick",
+        "--rpc-tracker",
+        "127.0.0.1:9190",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    assert code == 2 and "--rpc-key" in err
+
+
+@pytest.mark.parametrize("command", ["report", "plot"])
+def test_report_and_plot_need_a_bench_folder(capsys, tmp_path, command):
+    code, err = _run_cli(capsys, command, str(tmp_path))
+    assert code == 2 and "no bench.json" in err and "ms-droplet bench" in err
+
+
+def test_config_validation():
+    with pytest.raises(BenchError, match="unknown strategies"):
+        BenchConfig(workloads=("matmul:8,8,8",), seeds=(0,), trials=8, strategies=("x",))
+    with pytest.raises(BenchError, match="no seeds"):
+        BenchConfig(workloads=("matmul:8,8,8",), seeds=(), trials=8, num_evolutionary_trials=4)
+    cfg = BenchConfig(
+        workloads=("matmul:8,8,8",), seeds=(0,), trials=8, ratio=3, num_evolutionary_trials=4
+    )
+    assert [cfg.budget(s) for s in STRATEGIES] == [8, 24, 8]
+
+
+def test_truncated_trial_line_is_ignored_but_inner_garbage_is_an_error(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    path.write_text('{"ms": 1.0, "wall_s": 1}\n{"ms": 2.0, "wall_s": 2}\n{"ms": 3.')
+    assert [t["ms"] for t in read_trials(str(path))] == [1.0, 2.0]
+    path.write_text('{"ms": 1.0, "wall_s": 1}\ngarbage\n{"ms": 3.0, "wall_s": 3}\n')
+    with pytest.raises(ValueError, match=r"trials\.jsonl:2"):
+        read_trials(str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# the report's arithmetic, on a hand-written folder
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            f.write("".join(json.dumps(d) + "\n" for d in data))
+        else:
+            json.dump(data, f)
+
+
+def _synthetic(out, *, secs):
+    """secs[(workload, seed)] = {strategy: samples}; a workload without entries is pending."""
+    workloads = sorted({w for w, _ in secs} | {"C1D:0"})
+    bench = {
+        "workloads": workloads,
+        "seeds": [0, 1],
+        "strategies": list(STRATEGIES),
+        "trials": 8,
+        "ratio": 5,
+        "num_evolutionary_trials": 4,
+        "number": 3,
+        "repeat": 3,
+        "min_repeat_ms": 100,
+        "rounds": 10,
+        "commands": ["ms-droplet bench ..."],
+        "target": "llvm",
+    }
+    _write(os.path.join(out, "bench.json"), bench)
+    for (workload, seed), samples in secs.items():
+        for strategy in STRATEGIES:
+            wd = run_dir(out, workload, strategy, seed)
+            budget = 40 if strategy == "evolutionary" else 8
+            tuning = {"droplet": 10.0, "evolutionary": 40.0, "post_opt": 20.0}[strategy]
+            _write(os.path.join(wd, "trials.jsonl"), [{"ms": 1.0, "wall_s": 1.0}])
+            _write(
+                os.path.join(wd, "result.json"),
+                {
+                    "trials": budget,
+                    "budget": budget,
+                    "failed_trials": 0,
+                    "tuning_seconds": tuning,
+                    "error": None,
+                },
+            )
+        _write(
+            remeasure_path(out, workload, seed),
+            {"workload": workload, "seed": seed, "flop": 2e6, "samples": samples},
+        )
+    # C1D:0 has a droplet run in progress only
+    _write(
+        os.path.join(run_dir(out, "C1D:0", "droplet", 0), "trials.jsonl"),
+        [{"ms": 2.0, "wall_s": 3.0}],
+    )
+
+
+def test_report_ratios_are_paired_medians_and_geomeans(tmp_path):
+    out = str(tmp_path)
+    secs = {
+        ("matmul:8,8,8", 0): {
+            "droplet": [1e-3, 2e-3, 3e-3],
+            "evolutionary": [2e-3, 4e-3, 6e-3],
+            "post_opt": [4e-3, 4e-3, 4e-3],
+            "numpy": [1e-3, 1e-3, 1e-3],
+        },
+        ("matmul:8,8,8", 1): {
+            "droplet": [2e-3, 2e-3, 2e-3],
+            "evolutionary": [1e-3, 1e-3, 1e-3],
+            "post_opt": [1e-3, 2e-3, 8e-3],
+        },
+    }
+    _synthetic(out, secs=secs)
+    markdown, summary = build_report(out)
+    seeds = summary["workloads"]["matmul:8,8,8"]["seeds"]
+    assert seeds["0"]["ratios"]["droplet/evolutionary"] == pytest.approx(0.5)
+    assert seeds["1"]["ratios"]["droplet/evolutionary"] == pytest.approx(2.0)
+    assert seeds["0"]["ratios"]["droplet/post_opt"] == pytest.approx(0.5)
+    assert seeds["1"]["ratios"]["droplet/post_opt"] == pytest.approx(1.0)
+    geo = summary["geomean"]
+    assert geo["latency"]["droplet/evolutionary"] == pytest.approx(1.0)
+    assert geo["latency"]["droplet/post_opt"] == pytest.approx(math.sqrt(0.5))
+    assert geo["tuning_time"]["droplet/evolutionary"] == pytest.approx(0.25)
+    assert geo["pairs"]["droplet/evolutionary"] == 2
+    assert seeds["0"]["strategies"]["droplet"]["gflops"] == pytest.approx(2e6 / 2e-3 / 1e9)
+    assert seeds["0"]["numpy"]["median_ms"] == pytest.approx(1.0)
+    assert "numpy" not in seeds["1"]
+    # The pending workload is listed with its running run, and excluded from the means.
+    c1d = summary["workloads"]["C1D:0"]["seeds"]["0"]
+    assert c1d["strategies"]["droplet"]["status"] == "running or interrupted"
+    assert c1d["strategies"]["evolutionary"]["status"] == "not started"
+    assert "| `C1D:0` | pending | pending | pending |" in markdown
+    assert "| **geometric mean** |" in markdown and "0.707" in markdown
+    assert "numpy matmul (reference)" in markdown
+    assert os.path.exists(os.path.join(out, "report.md"))
+    assert json.load(open(os.path.join(out, "summary.json")))["geomean"] == geo
+
+
+# ----------------------------------------------------------------------------------------------
+# a real tiny bench: LocalRunner, WarmBuilder, TVM's post_optimization
+
+WORKLOAD = "matmul:32,32,32"
+BENCH_ARGS = [
+    "bench",
+    "--workload",
+    WORKLOAD,
+    "--trials",
+    "8",
+    "--num-evolutionary-trials",
+    "4",
+    "--ratio",
+    "2",
+    "--num-trials-per-iter",
+    "4",
+    "--rounds",
+    "2",
+    "--min-repeat-ms",
+    "5",
+    "--no-progress",
+]
+
+
+def _bench(out, *extra):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ms_droplet.cli", *BENCH_ARGS, "--out", out, *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _db_lines(out, strategy):
+    path = os.path.join(run_dir(out, WORKLOAD, strategy, 0), "database_tuning_record.json")
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bench"))
+    stdout = _bench(out)
+    return out, stdout
+
+
+@pytest.mark.tuning
+def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
+    out, stdout = tiny_bench
+    assert "1 re-measured" in stdout and "3 runs tuned" in stdout
+    for strategy in STRATEGIES:
+        wd = run_dir(out, WORKLOAD, strategy, 0)
+        result = json.load(open(os.path.join(wd, "result.json")))
+        trials = read_trials(os.path.join(wd, "trials.jsonl"))
+        assert result["trials"] == len(trials) > 0
+        assert result["trials"] <= result["budget"] == (16 if strategy == "evolutionary" else 8)
+        walls = [t["wall_s"] for t in trials]
+        assert walls == sorted(walls)
+    # Droplet and evolutionary record every trial in the database; post_opt adds its best.
+    assert len(_db_lines(out, "evolutionary")) == 16
+    assert len(_db_lines(out, "droplet")) == len(
+        read_trials(os.path.join(run_dir(out, WORKLOAD, "droplet", 0), "trials.jsonl"))
+    )
+    data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
+    assert set(data["samples"]) == {*STRATEGIES, "numpy"}
+    assert all(len(v) == 2 * 3 for v in data["samples"].values())  # rounds * repeat
+    assert data["flop"] == 2 * 32**3
+    _, summary = build_report(out)
+    entry = summary["workloads"][WORKLOAD]["seeds"]["0"]
+    d = median(data["samples"]["droplet"])
+    e = median(data["samples"]["evolutionary"])
+    assert entry["ratios"]["droplet/evolutionary"] == pytest.approx(d / e)
+    assert summary["bench"]["tvm_version"] and summary["bench"]["cpu_model"]
+    assert "--trials 8" in summary["bench"]["commands"][0]
+    from ms_droplet.bench._plot import plot_bench
+
+    (png,) = plot_bench(out)
+    assert open(png, "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.tuning
+def test_tiny_bench_resumes_without_redoing_finished_work(tiny_bench):
+    out, _ = tiny_bench
+    before = {s: _db_lines(out, s) for s in STRATEGIES}
+    # Interrupt the evolutionary run after 10 of its 16 trials: drop its result, its last 6
+    # records and trial lines, and the re-measurement that depended on it.
+    wd = run_dir(out, WORKLOAD, "evolutionary", 0)
+    os.remove(os.path.join(wd, "result.json"))
+    os.remove(remeasure_path(out, WORKLOAD, 0))
+    with open(os.path.join(wd, "database_tuning_record.json"), "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in before["evolutionary"][:10]))
+    trials_path = os.path.join(wd, "trials.jsonl")
+    kept = open(trials_path).read().splitlines()[:10]
+    with open(trials_path, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in kept))
+    stdout = _bench(out)
+    assert "1 runs tuned, 2 found finished, 1 re-measured" in stdout
+    after = {s: _db_lines(out, s) for s in STRATEGIES}
+    assert after["droplet"] == before["droplet"] and after["post_opt"] == before["post_opt"]
+    assert after["evolutionary"][:10] == before["evolutionary"][:10]
+    assert len(after["evolutionary"]) == 16  # only the 6 missing trials were measured
+    trials = read_trials(trials_path)
+    assert len(trials) == 16 and trials[10]["wall_s"] >= trials[9]["wall_s"]
+    # Nothing left to do: a third call tunes and measures nothing.
+    stdout = _bench(out)
+    assert "0 runs tuned, 3 found finished, 0 re-measured" in stdout
+    assert {s: _db_lines(out, s) for s in STRATEGIES} == after
+
+
+@pytest.mark.tuning
+def test_bench_refuses_other_settings_in_the_same_folder(tiny_bench):
+    out, _ = tiny_bench
+    proc = subprocess.run(
+        [sys.executable, "-m", "ms_droplet.cli", *BENCH_ARGS, "--out", out, "--ratio", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "other settings" in proc.stderr and "ratio: 2 there, 3 now" in proc.stderr
+
+
+def test_median_ci_is_the_binomial_order_statistic_interval():
+    from ms_droplet.bench._report import geomean, median_ci
+
+    # Classic table values: n=10 -> 2nd..9th, n=30 -> 10th..21st order statistics.
+    assert median_ci(list(range(1, 11))) == (2, 9)
+    assert median_ci(list(range(30, 0, -1))) == (10, 21)
+    assert median_ci([5.0, 1.0, 3.0]) == (1.0, 5.0)  # too few samples: the range
+    assert geomean([0.5, 2.0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        median_ci([])
