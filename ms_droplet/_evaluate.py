@@ -118,7 +118,7 @@ def _kernel_timer(
         dev = tvm.device(device_type, 0)
         args = local_runner.default_alloc_argument(dev, args_info, 1)[0]
     else:
-        from tvm.contrib.tar import tar
+        from tvm.support.tar import tar
 
         lib.export_library(path, fcompile=tar)
         lib = rpc_runner.default_upload_module(session, path, os.path.basename(path))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -194,12 +195,14 @@ def run_tuning(
     min_repeat_ms: int = 100,
     workload_name: str = "",
     remeasure: bool = True,
+    open_session: Callable[[], Any] | None = None,
 ) -> TuneReport:
     """Tune ``mod`` and re-measure the best kernel after exploration and at the end.
 
     Returns a :class:`TuneReport`, also written to ``work_dir/report.json``. With
-    ``remeasure=False`` (kernels measured on remote devices) the report keeps the latencies of the
-    database records instead of re-measuring both kernels here.
+    ``remeasure=False`` the report keeps the latencies of the database records instead of
+    re-measuring both kernels; ``open_session`` (e.g. ``RPCConfig.connect_server``) re-measures
+    them on a remote device instead of this machine.
     """
     log = TrialLog()
     built, owned = _builder(builder, builder_timeout)
@@ -252,6 +255,7 @@ def run_tuning(
             number=number,
             repeat=repeat,
             min_repeat_ms=min_repeat_ms,
+            session=None if open_session is None else open_session(),
         )
         report.remeasured = dict(zip(kernels, samples, strict=True))
     with open(os.path.join(work_dir, "report.json"), "w", encoding="utf-8") as f:

@@ -290,7 +290,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         strategy = "evolutionary"
         explore = args.trials
     try:
-        make_runner, _ = _runner_factory(args)
+        make_runner, open_session = _runner_factory(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -320,7 +320,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         explore_trials=explore,
         rounds=args.rounds,
         workload_name=args.workload,
-        remeasure=not args.rpc_tracker,
+        open_session=open_session,
         number=args.number,
         repeat=args.repeat,
         min_repeat_ms=args.min_repeat_ms,

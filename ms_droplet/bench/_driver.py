@@ -370,7 +370,14 @@ def _tune_run(
             seed=seed,
         )
     error = None
-    if strategy == "post_opt":
+    explored = _num_records(_open_database(work_dir))
+    if strategy == "post_opt" and explored <= config.num_evolutionary_trials:
+        # (More records mean PostOpt appended its best one: it finished before a crash.)
+        # A PostOpt interrupted earlier starts over: drop the trial lines it had logged.
+        trials = read_trials(trials_path)
+        if len(trials) > explored:
+            with open(trials_path, "w", encoding="utf-8") as f:
+                f.write("".join(json.dumps(t) + "\n" for t in trials[:explored]))
         error = _tvm_post_opt(
             work_dir,
             target,
