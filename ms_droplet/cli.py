@@ -390,13 +390,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             # The progress bar is the display; MetaSchedule's tables stay in the run's logs/.
             console_level=None if args.verbose else logging.WARNING,
         )
-    except BenchError as err:
+    except (BenchError, ValueError) as err:  # ValueError: an unreadable stored file
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         if owned:
             builder.shutdown()
-    markdown, _ = build_report(args.out)
+    try:
+        markdown, _ = build_report(args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(markdown)
     print(
         f"{counts['ran']} runs tuned, {counts['skipped']} found finished, "
@@ -516,10 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="compare droplet, evolutionary (K x the budget) and TVM's post_optimization",
         description="Run the benchmark protocol: on each workload and seed, droplet with a "
-        "budget B (N explored, then the descent), evolutionary search with K*B, and TVM 0.27's "
-        "post_optimization (N explored, then its Droplet for B-N); one work dir per run under "
-        "--out; finished runs are skipped and interrupted ones resume when the command is run "
-        "again; then each strategy's best kernel is re-measured interleaved in one process. "
+        "budget B (N explored, then the descent), evolutionary search with K*B, and TVM's own "
+        "post_optimization (N explored, then its Droplet for up to B-N); one work dir per run "
+        "under --out; finished runs are skipped and interrupted ones resume when the command is "
+        "run again; then each strategy's best kernel is re-measured interleaved in one process. "
         "Prints the report at the end (also `ms-droplet report DIR`).",
     )
     _add_bench_args(bench)

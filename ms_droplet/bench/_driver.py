@@ -44,9 +44,11 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
+from .._candidates import samples_of
 from .._database import check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._report import TrialLog, _schedule
+from .._stats import median
 from .._strategy import DropletStrategy
 from .._version import __version__
 from .._workloads import load_workload
@@ -182,7 +184,55 @@ def run_bench(
             mods[workload] = load_workload(workload)
         except (ValueError, FileNotFoundError) as err:
             raise BenchError(str(err)) from None
-    _write_bench_json(out, config, target, command)
+    lock = _lock(out)
+    try:
+        strategies = _write_bench_json(out, config, target, command)
+        return _run_jobs(
+            out,
+            config,
+            mods,
+            strategies,
+            target=target,
+            builder=builder,
+            make_runner=make_runner,
+            open_session=open_session,
+            progress=progress,
+            console_level=console_level,
+        )
+    finally:
+        lock.close()
+
+
+def _lock(out: str):
+    """Hold ``out/.lock`` so that two benches never tune into the same folder at once."""
+    import fcntl
+
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, ".lock"), "a", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise BenchError(
+            f"another `ms-droplet bench` is running into {out}; wait for it or use another --out"
+        ) from None
+    return f
+
+
+def _run_jobs(
+    out: str,
+    config: BenchConfig,
+    mods: dict[str, tvm.IRModule],
+    strategies: list[str],
+    *,
+    target: tvm.target.Target,
+    builder: ms.builder.Builder,
+    make_runner: Callable[[], ms.runner.Runner],
+    open_session: Callable[[], Any] | None,
+    progress: bool,
+    console_level: int | None,
+) -> dict[str, int]:
+    """Tune every (workload, seed, strategy) of ``config`` in turn, re-measuring as they finish."""
     # Pay the one-time costs (TuneContext imports the tensor intrinsics, ~30 s here; the
     # builder starts its workers) before the first run, so no strategy's time includes them.
     import tvm.s_tir.tensor_intrin  # noqa: F401
@@ -225,6 +275,7 @@ def run_bench(
                     mod=mods[workload],
                     target=target,
                     open_session=open_session,
+                    strategies=strategies,
                 )
     finally:
         bar.close()
@@ -274,12 +325,22 @@ def _write_bench_json(
             merged = list(stored.get(key, []))
             merged += [x for x in settings[key] if x not in merged]
             settings[key] = merged
+        machines = list(stored.get("machines", []))
         commands = list(stored.get("commands", []))
         if command and (not commands or commands[-1] != command):
             commands.append(command)
         created = stored.get("created")
     else:
         commands, created = [command] if command else [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        machines = []
+    machine = {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "tvm_version": tvm.__version__,
+        "ms_droplet_version": __version__,
+    }
+    if machine not in machines:
+        machines.append(machine)
     data = {
         **settings,
         "target": target_json,
@@ -290,8 +351,10 @@ def _write_bench_json(
         "python": platform.python_version(),
         "created": created,
         "commands": commands,
+        "machines": machines,
     }
     _write_json(path, data)
+    return list(settings["strategies"])
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -314,7 +377,14 @@ def _open_database(work_dir: str) -> ms.database.JSONDatabase:
 
 
 def _best(db: ms.database.JSONDatabase, mod: tvm.IRModule, target: tvm.target.Target):
-    return db.query_tuning_record(_normalize_mod(mod), target, "main")
+    """The fastest record of the workload that measured (failed records, 1e10 s, never count)."""
+    mod = _normalize_mod(mod)
+    if not db.has_workload(mod):
+        return None
+    for rec in db.get_top_k(db.commit_workload(mod), 1 << 30):
+        if samples_of(rec.run_secs) is not None:
+            return rec
+    return None
 
 
 def _num_records(db: ms.database.JSONDatabase) -> int:
@@ -376,8 +446,11 @@ def _tune_run(
         # A PostOpt interrupted earlier starts over: drop the trial lines it had logged.
         trials = read_trials(trials_path)
         if len(trials) > explored:
-            with open(trials_path, "w", encoding="utf-8") as f:
+            with open(os.path.join(work_dir, "trials.interrupted.jsonl"), "a") as f:
+                f.write("".join(json.dumps(t) + "\n" for t in trials[explored:]))
+            with open(f"{trials_path}.tmp", "w", encoding="utf-8") as f:
                 f.write("".join(json.dumps(t) + "\n" for t in trials[:explored]))
+            os.replace(f"{trials_path}.tmp", trials_path)
         error = _tvm_post_opt(
             work_dir,
             target,
@@ -389,11 +462,8 @@ def _tune_run(
     trials = read_trials(trials_path)
     db = _open_database(work_dir)
     best = _best(db, mod, target)
-    best_ms = None
-    if best is not None and best.run_secs:
-        secs = [float(x) for x in best.run_secs]
-        if max(secs) < 1e9:
-            best_ms = 1e3 * sorted(secs)[len(secs) // 2]
+    secs = None if best is None else samples_of(best.run_secs)
+    best_ms = None if secs is None else 1e3 * median(secs)
     _write_json(
         result_path,
         {
@@ -438,8 +508,9 @@ def _tvm_post_opt(
         return results
 
     post_opt_space.Space.run = logged_run
-    error = None
+    error, state = None, None
     try:
+        state = random.getstate()
         random.seed(seed)  # Space.run draws from the global generator
         with open(os.path.join(work_dir, "post_opt.log"), "a", encoding="utf-8") as f:
             with contextlib.redirect_stdout(f):
@@ -449,6 +520,8 @@ def _tvm_post_opt(
         logger.warning("TVM post_optimization failed in %s: %s", work_dir, error)
     finally:
         post_opt_space.Space.run = original
+        if state is not None:
+            random.setstate(state)
     return error
 
 
@@ -461,18 +534,31 @@ def _remeasure(
     mod: tvm.IRModule,
     target: tvm.target.Target,
     open_session: Callable[[], Any] | None,
+    strategies: Sequence[str],
 ) -> int:
     """Re-measure every strategy's best kernel of (workload, seed), interleaved; 1 if done now."""
     path = remeasure_path(out, workload, seed)
-    if os.path.exists(path):
+    # Every strategy of the folder (earlier invocations may have run others) with a finished run.
+    finished = [
+        s
+        for s in strategies
+        if os.path.exists(os.path.join(run_dir(out, workload, s, seed), "result.json"))
+    ]
+    if any(s not in finished for s in config.strategies):
         return 0
-    names, kernels = [], []
-    for strategy in config.strategies:
-        work_dir = run_dir(out, workload, strategy, seed)
-        if not os.path.exists(os.path.join(work_dir, "result.json")):
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if set(stored.get("samples", {})) | set(stored.get("missing", {})) >= set(finished):
             return 0
-        best = _best(_open_database(work_dir), mod, target)
-        if best is not None:
+        # A strategy finished since: compare all of them again, in one process.
+        os.replace(path, f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+    names, kernels, missing = [], [], {}
+    for strategy in finished:
+        best = _best(_open_database(run_dir(out, workload, strategy, seed)), mod, target)
+        if best is None:
+            missing[strategy] = "no successful measurement in its database"
+        else:
             names.append(strategy)
             kernels.append(_schedule(mod, best.trace))
     extra: Sequence[Callable[[], Sequence[float]]] = ()
@@ -509,6 +595,7 @@ def _remeasure(
             "rounds": config.rounds,
             "device": "rpc" if open_session is not None else "local",
             "samples": dict(zip([*names, *(["numpy"] if extra else [])], samples, strict=True)),
+            "missing": missing,
         },
     )
     return 1

@@ -126,12 +126,18 @@ class Remeasure:
         Floating-point operations of one run of the workload.
     samples : dict[str, list[float]]
         Run seconds per strategy (all rounds); ``"numpy"`` holds numpy's matmul for matmuls.
+    rounds : int
+        Interleaved rounds the samples come from (each round gives ``len(samples) / rounds``).
+    missing : dict[str, str]
+        Strategies without a kernel to re-measure, and why.
     """
 
     workload: str
     seed: int
     flop: float
     samples: dict[str, list[float]]
+    rounds: int = 0
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def _read_json(path: str) -> Any:
@@ -214,6 +220,8 @@ def load_remeasures(out: str) -> list[Remeasure]:
                         seed=seed,
                         flop=float(data["flop"]),
                         samples={k: list(v) for k, v in data["samples"].items()},
+                        rounds=int(data.get("rounds", 0)),
+                        missing=dict(data.get("missing", {})),
                     )
                 )
     return found

@@ -90,7 +90,14 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
     for workload in bench["workloads"]:
         seeds: dict[str, Any] = {}
         for seed in bench["seeds"]:
-            entry = _seed_entry(strategies, runs, remeasures.get((workload, seed)), workload, seed)
+            entry = _seed_entry(
+                strategies,
+                runs,
+                remeasures.get((workload, seed)),
+                workload,
+                seed,
+                explored=int(bench["num_evolutionary_trials"]),
+            )
             if entry is None:
                 continue
             seeds[str(seed)] = entry
@@ -123,6 +130,7 @@ def _seed_entry(
     remeasure: Remeasure | None,
     workload: str,
     seed: int,
+    explored: int,
 ) -> dict[str, Any] | None:
     found = {s: runs.get((workload, s, seed)) for s in strategies}
     if not any(found.values()):
@@ -145,11 +153,17 @@ def _seed_entry(
                 ),
                 "error": result.get("error"),
             }
+            if strategy == "post_opt" and run.finished:
+                tried = run.trials[explored:]
+                item["post_opt_candidates"] = len(tried)
+                item["post_opt_failed"] = sum(1 for t in tried if t.get("ms") is None)
         if remeasure and strategy in remeasure.samples:
-            item.update(_latency(remeasure.samples[strategy], flop))
+            item.update(_latency(remeasure.samples[strategy], flop, remeasure.rounds))
+        elif remeasure and strategy in remeasure.missing:
+            item["error"] = item.get("error") or f"no kernel: {remeasure.missing[strategy]}"
         entry["strategies"][strategy] = item
     if remeasure and "numpy" in remeasure.samples:
-        entry["numpy"] = _latency(remeasure.samples["numpy"], flop)
+        entry["numpy"] = _latency(remeasure.samples["numpy"], flop, remeasure.rounds)
     items = entry["strategies"]
     for a, b in _RATIOS:
         if "median_ms" in items.get(a, {}) and "median_ms" in items.get(b, {}):
@@ -161,9 +175,12 @@ def _seed_entry(
     return entry
 
 
-def _latency(samples: list[float], flop: float | None) -> dict[str, Any]:
+def _latency(samples: list[float], flop: float | None, rounds: int) -> dict[str, Any]:
     med = median(samples)
-    lo, hi = median_ci(samples)
+    # Samples of one round are taken back to back and are correlated: the interval comes from
+    # the per-round medians, which are close to independent.
+    per = len(samples) // rounds if rounds and len(samples) % rounds == 0 else 1
+    lo, hi = median_ci([median(samples[i : i + per]) for i in range(0, len(samples), per)])
     out = {
         "median_ms": med * 1e3,
         "ci95_ms": [lo * 1e3, hi * 1e3],
@@ -193,16 +210,18 @@ def _markdown(
         f"- TVM {bench.get('tvm_version')}, ms_droplet {bench.get('ms_droplet_version')}, "
         f"Python {bench.get('python')}",
         f"- budgets per workload: droplet {b} trials ({n} explored by EvolutionarySearch, then "
-        f"the descent); evolutionary {k}x{b} = {k * b}; post_opt (TVM 0.27's "
-        f"`post_optimization`) {n} explored + {b - n} of its Droplet",
+        f"the descent); evolutionary {k}x{b} = {k * b}; post_opt (TVM "
+        f"{bench.get('tvm_version')}'s `post_optimization`) {n} explored + up to {b - n} of its "
+        "Droplet",
         f"- seeds: {', '.join(str(s) for s in bench['seeds'])}; runner number={bench['number']} "
         f"repeat={bench['repeat']} min_repeat_ms={bench['min_repeat_ms']}; "
         f"{bench['rounds']} interleaved re-measurement rounds",
         *(f"- command: `{c}`" for c in bench.get("commands", []) if c),
         "",
         "Latency: median of the interleaved re-measurement of each strategy's best kernel "
-        "[95 % CI of the median]. Ratios below 1 mean droplet's kernel is faster (latency) or "
-        "droplet tuned for less time (time); per (workload, seed), geometric means over them.",
+        "[95 % CI of the median, from the per-round medians]. Ratios below 1 mean droplet's "
+        "kernel is faster (latency) or droplet tuned for less time (time); per (workload, "
+        "seed), geometric means over them.",
         "",
         "## Summary",
         "",
@@ -244,6 +263,14 @@ def _markdown(
                     else "not re-measured yet"
                 )
                 note = item.get("error") or ("" if item["status"] == "finished" else item["status"])
+                tried, failed = item.get("post_opt_candidates"), item.get("post_opt_failed")
+                if tried:
+                    note = note or (
+                        f"all {tried} candidates of its Droplet failed: this is the best of its "
+                        f"{n} explored trials"
+                        if failed == tried
+                        else f"{failed} of {tried} Droplet candidates failed"
+                    )
                 if item["status"] == "finished" and item.get("trials", 0) < (
                     item.get("budget") or 0
                 ):
