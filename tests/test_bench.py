@@ -293,8 +293,10 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
         assert result["trials"] <= result["budget"] == (16 if strategy == "evolutionary" else 8)
         walls = [t["wall_s"] for t in trials]
         assert walls == sorted(walls)
-    # Droplet and evolutionary record every trial in the database; post_opt adds its best.
+    # Droplet and evolutionary record every trial in the database; post_opt's Droplet keeps its
+    # candidates out of it and appends only its best one to the 4 explored records.
     assert len(_db_lines(out, "evolutionary")) == 16
+    assert len(_db_lines(out, "post_opt")) == 4 + 1
     assert len(_db_lines(out, "droplet")) == len(
         read_trials(os.path.join(run_dir(out, WORKLOAD, "droplet", 0), "trials.jsonl"))
     )
@@ -309,6 +311,8 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
     assert entry["ratios"]["droplet/evolutionary"] == pytest.approx(d / e)
     assert summary["bench"]["tvm_version"] and summary["bench"]["cpu_model"]
     assert "--trials 8" in summary["bench"]["commands"][0]
+    post = entry["strategies"]["post_opt"]
+    assert post["post_opt_candidates"] == post["trials"] - 4 > 0
     from ms_droplet.bench._plot import plot_bench
 
     (png,) = plot_bench(out)
@@ -367,3 +371,27 @@ def test_median_ci_is_the_binomial_order_statistic_interval():
     assert geomean([0.5, 2.0]) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         median_ci([])
+
+
+def test_two_benches_never_share_a_folder(tmp_path):
+    from ms_droplet.bench._driver import _lock
+
+    held = _lock(str(tmp_path))
+    try:
+        with pytest.raises(BenchError, match="another `ms-droplet bench` is running"):
+            _lock(str(tmp_path))
+    finally:
+        held.close()
+    _lock(str(tmp_path)).close()  # free again once the first one is gone
+
+
+def test_report_flags_a_post_opt_whose_droplet_failed_everything(tmp_path):
+    out = str(tmp_path)
+    samples = {"droplet": [1e-3] * 3, "evolutionary": [1e-3] * 3, "post_opt": [2e-3] * 3}
+    _synthetic(out, secs={("matmul:8,8,8", 0): samples})
+    path = os.path.join(run_dir(out, "matmul:8,8,8", "post_opt", 0), "trials.jsonl")
+    _write(path, [{"ms": 1.0, "wall_s": 1.0}] * 4 + [{"ms": None, "wall_s": 2.0}] * 3)
+    markdown, summary = build_report(out)
+    post = summary["workloads"]["matmul:8,8,8"]["seeds"]["0"]["strategies"]["post_opt"]
+    assert post["post_opt_candidates"] == 3 and post["post_opt_failed"] == 3
+    assert "all 3 candidates of its Droplet failed" in markdown
