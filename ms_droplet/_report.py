@@ -194,15 +194,13 @@ def run_tuning(
     repeat: int = 3,
     min_repeat_ms: int = 100,
     workload_name: str = "",
-    remeasure: bool = True,
     open_session: Callable[[], Any] | None = None,
 ) -> TuneReport:
     """Tune ``mod`` and re-measure the best kernel after exploration and at the end.
 
-    Returns a :class:`TuneReport`, also written to ``work_dir/report.json``. With
-    ``remeasure=False`` the report keeps the latencies of the database records instead of
-    re-measuring both kernels; ``open_session`` (e.g. ``RPCConfig.connect_server``) re-measures
-    them on a remote device instead of this machine.
+    Returns a :class:`TuneReport`, also written to ``work_dir/report.json``.
+    ``open_session`` (e.g. ``RPCConfig.connect_server``) re-measures the kernels on a remote
+    device instead of this machine.
     """
     log = TrialLog()
     built, owned = _builder(builder, builder_timeout)
@@ -247,7 +245,7 @@ def run_tuning(
         secs = samples_of(final_rec.run_secs)
         report.final_ms = None if secs is None else median(secs) * 1e3
         kernels["final"] = _schedule(mod, final_rec.trace)
-    if kernels and remeasure:
+    if kernels:
         samples = measure_interleaved(
             list(kernels.values()),
             target,

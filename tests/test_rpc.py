@@ -215,44 +215,25 @@ def test_cli_bench_through_rpc(fleet, tmp_path, capsys):
 
     from ms_droplet import cli
     from ms_droplet.bench._layout import remeasure_path, run_dir
+    from tests.test_bench import BENCH_ARGS, WORKLOAD
 
     port, _ = fleet
     out = str(tmp_path / "bench")
-    common = ["bench", "--workload", "matmul:32,32,32", "--out", out]
+    common = ["bench", "--workload", WORKLOAD, "--out", out]
     rpc = ["--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", KEY]
     # TVM's post_optimization measures locally whatever the runner: refused on a fleet.
     assert cli.main([*common, *rpc, "--strategies", "post_opt"]) == 2
     assert "cannot run on an RPC fleet" in capsys.readouterr().err
-    code = cli.main(
-        [
-            *common,
-            *rpc,
-            "--trials",
-            "8",
-            "--num-evolutionary-trials",
-            "4",
-            "--ratio",
-            "2",
-            "--num-trials-per-iter",
-            "4",
-            "--rounds",
-            "2",
-            "--min-repeat-ms",
-            "5",
-            "--num-cores",
-            "2",
-            "--no-progress",
-        ]
-    )
+    code = cli.main([*BENCH_ARGS, "--out", out, *rpc, "--num-cores", "2"])
     assert code == 0, capsys.readouterr().err
     assert "2 runs tuned" in capsys.readouterr().out
-    assert not os.path.exists(run_dir(out, "matmul:32,32,32", "post_opt", 0))
+    assert not os.path.exists(run_dir(out, WORKLOAD, "post_opt", 0))
     for strategy, budget in (("droplet", 8), ("evolutionary", 16)):
-        work_dir = run_dir(out, "matmul:32,32,32", strategy, 0)
+        work_dir = run_dir(out, WORKLOAD, strategy, 0)
         records = ms.database.JSONDatabase(work_dir=work_dir).get_all_tuning_records()
         assert 0 < len(records) <= budget
         assert any(samples_of(r.run_secs) is not None for r in records)
-    data = json.load(open(remeasure_path(out, "matmul:32,32,32", 0)))
+    data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
     # Re-measured on a server of the fleet; numpy's reference runs only on this machine.
     assert data["device"] == "rpc" and set(data["samples"]) == {"droplet", "evolutionary"}
     assert all(len(v) == 2 * 3 for v in data["samples"].values())

@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,14 +50,13 @@ from .._report import TrialLog, _schedule
 from .._stats import median
 from .._strategy import DropletStrategy
 from .._version import __version__
-from .._workloads import load_workload
+from .._workloads import _MATMUL, load_workload
 from ._layout import STRATEGIES, read_trials, remeasure_path, run_dir
 
 __all__ = ["BenchConfig", "BenchError", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
-_MATMUL = re.compile(r"^matmul:(\d+),(\d+),(\d+)$")
 # Settings that must not change when a benchmark folder is resumed or extended.
 _FIXED = (
     "trials",
@@ -440,13 +438,15 @@ def _tune_run(
             seed=seed,
         )
     error = None
-    explored = _num_records(_open_database(work_dir))
-    if strategy == "post_opt" and explored <= config.num_evolutionary_trials:
+    explored = _num_records(_open_database(work_dir)) if strategy == "post_opt" else None
+    if explored is not None and explored <= config.num_evolutionary_trials:
         # (More records mean PostOpt appended its best one: it finished before a crash.)
         # A PostOpt interrupted earlier starts over: drop the trial lines it had logged.
         trials = read_trials(trials_path)
         if len(trials) > explored:
-            with open(os.path.join(work_dir, "trials.interrupted.jsonl"), "a") as f:
+            with open(
+                os.path.join(work_dir, "trials.interrupted.jsonl"), "a", encoding="utf-8"
+            ) as f:
                 f.write("".join(json.dumps(t) + "\n" for t in trials[explored:]))
             with open(f"{trials_path}.tmp", "w", encoding="utf-8") as f:
                 f.write("".join(json.dumps(t) + "\n" for t in trials[:explored]))
