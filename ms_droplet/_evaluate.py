@@ -14,11 +14,15 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""Re-measure compiled kernels interleaved (A B A B ...) in one process.
+"""Re-measure compiled kernels interleaved in one process, rotating the order every round.
 
 Latencies of one kernel drift by tens of percent between runner calls on a busy or virtual
 machine, so kernels are only compared when measured alternately, close in time, with identical
-evaluator settings. Medians of the rounds are what reports compare.
+evaluator settings. A fixed order is biased too (on a 2-core Zen VM the kernel timed second in
+A B A B ... was always 3-4 % slower, two identical kernels included), so every round rotates
+which timer goes first and every other round runs backwards: A B C, C B A, B C A, A C B, ...
+Each timer is first and last equally often over ``2 * n`` rounds. Medians of the rounds, and
+paired per-round ratios, are what reports compare.
 """
 
 from __future__ import annotations
@@ -34,10 +38,48 @@ import tvm
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.runner import local_runner, rpc_runner
 
-__all__ = ["measure_interleaved", "numpy_matmul_timer"]
+__all__ = ["interleaved_order", "measure_interleaved", "numpy_matmul_timer", "time_interleaved"]
 
 #: A timer: called once per round, returns that round's samples in seconds.
 Timer = Callable[[], Sequence[float]]
+
+
+def interleaved_order(num_timers: int, round_index: int) -> list[int]:
+    """The order in which ``num_timers`` timers run in round ``round_index``.
+
+    Round ``r`` rotates the timers by ``r // 2`` and reverses the result when ``r`` is odd:
+    for three timers A B C, C B A, B C A, A C B, C A B, B A C, then again.
+    """
+    if num_timers < 1:
+        raise ValueError(f"num_timers must be >= 1, got {num_timers}")
+    shift = (round_index // 2) % num_timers
+    order = list(range(shift, num_timers)) + list(range(shift))
+    return order[::-1] if round_index % 2 else order
+
+
+def time_interleaved(timers: Sequence[Timer], *, rounds: int) -> list[list[list[float]]]:
+    """Call every timer once per round, in the order of :func:`interleaved_order`.
+
+    Parameters
+    ----------
+    timers : Sequence[Callable[[], Sequence[float]]]
+        Each call returns that round's samples in seconds.
+    rounds : int
+        Number of rounds (use an even multiple of ``len(timers)`` to balance the positions).
+
+    Returns
+    -------
+    samples : list[list[list[float]]]
+        ``samples[i][r]`` is what timer ``i`` returned in round ``r``: per-round groups, so
+        that callers can form paired per-round ratios.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    out: list[list[list[float]]] = [[] for _ in timers]
+    for r in range(rounds):
+        for i in interleaved_order(len(timers), r):
+            out[i].append([float(x) for x in timers[i]()])
+    return out
 
 
 def measure_interleaved(
@@ -51,7 +93,7 @@ def measure_interleaved(
     extra_timers: Sequence[Timer] = (),
     session: Any = None,
 ) -> list[list[float]]:
-    """Build each scheduled module and time them alternately.
+    """Build each scheduled module and time them alternately, rotating the order each round.
 
     Parameters
     ----------
@@ -74,7 +116,8 @@ def measure_interleaved(
     Returns
     -------
     seconds : list[list[float]]
-        For each module, then each extra timer, its samples over all rounds.
+        For each module, then each extra timer, its samples over all rounds, round by round
+        (``repeat`` samples per round for the modules).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -93,11 +136,8 @@ def measure_interleaved(
                 )
             )
         timers.extend(extra_timers)
-        out: list[list[float]] = [[] for _ in timers]
-        for _ in range(rounds):
-            for i, timer in enumerate(timers):
-                out[i].extend(float(x) for x in timer())
-    return out
+        per_round = time_interleaved(timers, rounds=rounds)
+    return [[x for group in groups for x in group] for groups in per_round]
 
 
 def _kernel_timer(
