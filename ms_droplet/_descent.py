@@ -21,29 +21,42 @@ it can be tested on synthetic landscapes. The TVM side (``_decisions``) turns tr
 
 One round works like this:
 
-* every batch starts with the incumbent as a *control*, so that challengers are compared only
-  with samples taken in the same runner call (measurements drift a lot between calls);
-* the rest of the batch are unvisited neighbours of the incumbent at the current step;
-* a neighbour that is significantly faster than the in-batch control becomes the *challenger*;
-  it is re-measured beside the control in the next batch (confirmation) and the incumbent moves
-  only if it wins again (or, with ``confirm=False``, the move is immediate);
-* when all neighbours of a step were measured without a move the step widens, up to
-  ``max_step``; after a move the step resets to 1 around the new incumbent;
-* when no unvisited neighbour is left at any step, the descent has converged.
+* every batch carries the incumbent as a *control*: at its head and, with ``control_every``, in
+  every ``control_every``-th slot and the last one, so that each candidate is compared with the
+  controls measured closest to it in time (latencies drift between runner calls and within one);
+* the rest of the batch are unmeasured neighbours of the incumbent: step by step in a seeded random
+  order, or, with a ``rank`` function (the task's cost model), every step up to ``max_step`` at
+  once, the most promising first;
+* a neighbour significantly faster than its nearest controls becomes a *challenger* (up to
+  ``max_challengers`` at once); it is re-measured beside a control in the next batch
+  (confirmation, an independent test at ``pvalue`` divided by the number of confirmations in the
+  batch) and the incumbent moves only if it wins again; with ``confirm=False`` the move is
+  immediate;
+* a confirmation travels with new candidates: the incumbent's remaining neighbours and, with
+  ``speculate``, the challenger's own neighbours (compared with the challenger if it is confirmed);
+* without ranking, when all neighbours of a step were measured without a move the step widens up
+  to ``max_step``; after a move the step resets to 1 around the new incumbent;
+* when no unmeasured neighbour is left, the descent has converged.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, MutableSet, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from ._stats import Comparison, compare
+from ._stats import Comparison, compare, median
 
-__all__ = ["Descent", "DescentEvent", "Neighbour", "Proposal"]
+__all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Role"]
 
 P = TypeVar("P")
+
+#: What a proposal is for: the incumbent as a control, a challenger's re-measurement, a new point.
+Role = Literal["control", "confirm", "explore"]
+#: What the descent decided.
+EventKind = Literal["challenger", "move", "reject", "widen", "converged", "control-failed"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +80,29 @@ class Neighbour(Generic[P]):
 
 @dataclass(frozen=True)
 class Proposal:
-    """One entry of a batch: the control, a challenger's confirmation, or a new neighbour."""
+    """One entry of a batch.
 
-    role: str  # "control" | "confirm" | "explore"
+    Attributes
+    ----------
+    role : Role
+        ``"control"`` (the incumbent), ``"confirm"`` (a challenger re-measured) or
+        ``"explore"`` (a point never measured).
+    neighbour : Neighbour
+        The point.
+    speculative : bool
+        An explore of a pending challenger's neighbourhood rather than the incumbent's.
+    """
+
+    role: Role
     neighbour: Neighbour
+    speculative: bool = False
 
 
 @dataclass(frozen=True)
 class DescentEvent:
     """Something the descent decided, reported through ``on_event`` for logging."""
 
-    kind: str  # "challenger" | "move" | "reject" | "widen" | "converged" | "control-failed"
+    kind: EventKind
     step: int
     coordinate: str = ""
     ratio: float | None = None
@@ -91,11 +116,38 @@ class _Challenger:
     samples: list[float]
     control: list[float]
     first: Comparison
+    step: int
 
 
 @dataclass
-class _Batch:
-    proposals: list[Proposal] = field(default_factory=list)
+class _Queue:
+    """Unmeasured neighbours of one point, the next to measure last (``pop()``)."""
+
+    items: list[Neighbour] = field(default_factory=list)
+    steps: dict[Hashable, int] = field(default_factory=dict)
+
+
+def _control_samples(i: int, controls: list[int], res: list[list[float] | None]) -> list[float]:
+    """The control samples to compare slot ``i`` with, corrected for a drift over the batch.
+
+    The head control warms the runner up: it is left out when at least two other controls
+    ran. Of the others, the nearest before and after slot ``i`` are pooled, each scaled to
+    slot ``i`` by a geometric interpolation of their medians (a linear drift in log time
+    cancels out).
+    """
+    usable = [c for c in controls if c != 0]
+    if len(usable) < 2:
+        usable = controls
+    before = [c for c in usable if c < i]
+    after = [c for c in usable if c > i]
+    if before and after:
+        a, b = before[-1], after[0]
+        ma, mb = median(res[a]), median(res[b])  # type: ignore[arg-type]
+        w = (i - a) / (b - a)
+        at_i = ma ** (1.0 - w) * mb**w
+        return [x * at_i / ma for x in res[a]] + [x * at_i / mb for x in res[b]]  # type: ignore[union-attr]
+    c = before[-1] if before else after[0]
+    return list(res[c])  # type: ignore[arg-type]
 
 
 class Descent(Generic[P]):
@@ -107,21 +159,36 @@ class Descent(Generic[P]):
         The starting incumbent (its ``coordinate`` is ignored).
     neighbours : Callable[[P, int], Iterable[Neighbour]]
         ``neighbours(point, step)`` lists the valid neighbours of ``point`` at ``step``
-        (one coordinate changed by ``step``). It may return already visited ones.
+        (one coordinate changed by ``step``). It may return already measured ones.
     pvalue : float
         Significance level of every acceptance test.
     max_step : int
-        Largest step tried when no neighbour improves.
+        Largest step tried (widened to when no neighbour improves, or ranked at once).
     confirm : bool
         Re-measure a winner beside the control before moving to it.
-    seen : set, optional
-        Keys already measured or known invalid; updated in place.
+    seen : MutableSet, optional
+        Keys already measured or known invalid. The descent adds every key it proposes to this
+        very set (it is not copied), so its owner sees what was proposed.
     seed : int
         Seed of the neighbour order (the only randomness of the descent).
     max_control_failures : int
-        Consecutive batches whose control failed to run before the descent gives up.
+        Consecutive batches whose controls all failed to run before the descent gives up.
     on_event : Callable[[DescentEvent], None], optional
         Observer of decisions (moves, widening, convergence), for logging.
+    rank : Callable[[Sequence[Neighbour]], Sequence[float]], optional
+        Scores of neighbours, higher is more promising (e.g. the task's cost model). With it the
+        neighbourhood of every step up to ``max_step`` is loaded at once and measured best
+        first, and re-scored after every batch (the model learns from each batch).
+    control_every : int, optional
+        Put a control in every ``control_every``-th slot and in the last slot of a batch, and
+        compare each candidate with its nearest controls. None: one control, at the head.
+    max_challengers : int
+        Challengers confirmed at once.
+    speculate : bool
+        Fill the slots left beside confirmations with the top challenger's own neighbours.
+    fill : bool
+        Without ranking, when a confirmation would travel with free slots and the step's
+        neighbours are all measured, measure the next step's neighbours meanwhile.
     """
 
     def __init__(
@@ -132,29 +199,51 @@ class Descent(Generic[P]):
         pvalue: float = 0.05,
         max_step: int = 3,
         confirm: bool = True,
-        seen: set | None = None,
+        seen: MutableSet | None = None,
         seed: int = 0,
         max_control_failures: int = 3,
         on_event: Callable[[DescentEvent], None] | None = None,
+        rank: Callable[[Sequence[Neighbour]], Sequence[float]] | None = None,
+        control_every: int | None = None,
+        max_challengers: int = 1,
+        speculate: bool = False,
+        fill: bool = False,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
         if max_step < 1:
             raise ValueError(f"max_step must be >= 1, got {max_step!r}")
+        if control_every is not None and control_every < 2:
+            raise ValueError(f"control_every must be >= 2 or None, got {control_every!r}")
+        if max_challengers < 1:
+            raise ValueError(f"max_challengers must be >= 1, got {max_challengers!r}")
         self._neighbours = neighbours
         self._pvalue = pvalue
         self._max_step = max_step
         self._confirm = confirm
-        self._seen: set = seen if seen is not None else set()
+        self._seen: MutableSet = seen if seen is not None else set()
         self._rng = random.Random(seed)
         self._max_control_failures = max_control_failures
         self._on_event = on_event
+        self._rank = rank
+        self._control_every = control_every
+        self._max_challengers = max_challengers
+        self._speculate = speculate
+        self._fill = fill
         self._incumbent = start
         self._seen.add(start.key)
         self._step = 1
-        self._queue: list[Neighbour] = []
-        self._challenger: _Challenger | None = None
-        self._batch: _Batch | None = None
+        self._queue = _Queue()
+        self._spec = _Queue()  # neighbours of the top challenger (speculation)
+        self._spec_of: Hashable | None = None
+        self._challengers: list[_Challenger] = []
+        self._batch: list[Proposal] | None = None
+        self._scores: dict[Hashable, float] = {}
+        # log latency of every measured point relative to the start, chained through the
+        # in-batch comparisons: what lets a point measured beside an earlier incumbent come back
+        # as a challenger of a later one (it is confirmed, never trusted, before a move).
+        self._estimates: dict[Hashable, float] = {start.key: 0.0}
+        self._remembered: list[tuple[float, Neighbour, int]] = []
         self._control_failures = 0
         self._converged = False
         self.moves: list[DescentEvent] = []
@@ -168,63 +257,56 @@ class Descent(Generic[P]):
 
     @property
     def step(self) -> int:
-        """The current step."""
+        """The current step (without ranking; with it, the widest step loaded)."""
         return self._step
 
     @property
     def converged(self) -> bool:
-        """Whether no unvisited neighbour is left (or the incumbent cannot be measured)."""
+        """Whether no unmeasured neighbour is left (or the incumbent cannot be measured)."""
         return self._converged
+
+    @property
+    def seen(self) -> MutableSet:
+        """The set of keys measured or invalid (the one given at construction)."""
+        return self._seen
 
     # ------------------------------------------------------------------ protocol
     def propose(self, max_batch: int) -> list[Proposal] | None:
-        """Return the next batch (control first), or None when the descent is over.
+        """Return the next batch (a control first), or None when the descent is over.
 
         Parameters
         ----------
         max_batch : int
-            The most candidates the caller can measure now (the control counts).
+            The most candidates the caller can measure now (controls count).
         """
         if self._batch is not None:
             raise RuntimeError("propose() called twice without observe() of the first batch")
-        if self._converged or max_batch < 2:
-            return None
-        batch = _Batch([Proposal("control", self._incumbent)])
-        if self._challenger is not None:
-            batch.proposals.append(Proposal("confirm", self._challenger.neighbour))
-        while len(batch.proposals) < max_batch and self._queue:
-            nb = self._queue.pop()
-            if nb.key in self._seen:
-                continue
-            self._seen.add(nb.key)
-            batch.proposals.append(Proposal("explore", nb))
-        if len(batch.proposals) == 1:  # nothing to compare: only possible when all were seen
-            self._fill_queue(widen=True)
-            return self.propose(max_batch) if not self._converged else None
+        while True:
+            if self._converged or max_batch < 2:
+                return None
+            items = [Proposal("confirm", ch.neighbour) for ch in self._challengers]
+            capacity = self._capacity(max_batch)
+            items = items[: max(capacity, 1)]
+            self._take(items, capacity)
+            if items:
+                break
+            # Nothing to compare: every queued neighbour was seen meanwhile.
+            self._fill_queue(widen=self._rank is None)
+        batch = self._layout(items, max_batch)
         self._batch = batch
-        return list(batch.proposals)
-
-    def forget_proposal(self, index: int) -> None:
-        """Drop a proposal of the pending batch that turned out not to be measurable."""
-        if self._batch is None:
-            raise RuntimeError("forget_proposal() needs a pending batch")
-        prop = self._batch.proposals[index]
-        if prop.role == "control":
-            raise ValueError("the control cannot be dropped from a batch")
-        del self._batch.proposals[index]
-        if prop.role == "confirm":
-            self._challenger = None
+        return list(batch)
 
     def observe(self, results: Sequence[Sequence[float] | None]) -> None:
         """Take the run seconds of the pending batch, in proposal order (None: failed)."""
         if self._batch is None:
             raise RuntimeError("observe() called without a pending batch from propose()")
-        proposals = self._batch.proposals
+        proposals = self._batch
         if len(results) != len(proposals):
             raise ValueError(f"expected {len(proposals)} results, got {len(results)}")
         self._batch = None
-        control = results[0]
-        if control is None or len(control) == 0:
+        res = [list(r) if r is not None and len(r) > 0 else None for r in results]
+        controls = [i for i, p in enumerate(proposals) if p.role == "control" and res[i]]
+        if not controls:
             self._control_failures += 1
             self._emit("control-failed", message="the incumbent failed to run in this batch")
             if self._control_failures >= self._max_control_failures:
@@ -232,94 +314,319 @@ class Descent(Generic[P]):
                 return
             # Without a control nothing in this batch was compared: measure the neighbours that
             # ran again beside the next control (the only re-measurement besides controls).
-            for prop, res in zip(proposals[1:], results[1:], strict=True):
-                if prop.role == "explore" and res is not None and len(res) > 0:
+            for prop, r in zip(proposals, res, strict=True):
+                if prop.role == "explore" and r is not None:
                     self._seen.discard(prop.neighbour.key)
-                    self._queue.append(prop.neighbour)
+                    target = self._spec if prop.speculative else self._queue
+                    target.items.append(prop.neighbour)
             return
         self._control_failures = 0
-        control = list(control)
-        moved = False
-        best: tuple[Comparison, Neighbour, list[float]] | None = None
-        for prop, res in zip(proposals[1:], results[1:], strict=True):
-            if prop.role == "confirm":
-                ok = res is not None and len(res) > 0
-                moved = self._confirm_challenger(list(res) if ok else None, control)
+
+        def nearest_control(i: int) -> list[float]:
+            return _control_samples(i, controls, res)
+
+        moved = self._observe_confirmations(proposals, res, nearest_control)
+        promising: list[tuple[Comparison, Neighbour, list[float], list[float]]] = []
+        here = self._estimates.get(self._incumbent.key, 0.0)
+        for i, (prop, r) in enumerate(zip(proposals, res, strict=True)):
+            if prop.role != "explore" or r is None or prop.speculative:
                 continue
-            if res is None or len(res) == 0:
+            control = nearest_control(i)
+            cmp = compare(r, control)
+            self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
+            if cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0):
+                promising.append((cmp, prop.neighbour, r, control))
+        promising.sort(key=lambda t: t[0].ratio)
+        if moved is not None:
+            self._after_move(moved, proposals, res)
+            return
+        pending = {ch.neighbour.key for ch in self._challengers}
+        for cmp, nb, r, control in promising:
+            if len(self._challengers) >= self._max_challengers:
+                break
+            if nb.key in pending:
                 continue
-            cmp = compare(list(res), control)
-            promising = cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0)
-            if promising and (best is None or cmp.ratio < best[0].ratio):
-                best = (cmp, prop.neighbour, list(res))
-        if not moved and best is not None and self._challenger is None:
-            cmp, nb, res = best
             if self._confirm or not cmp.testable:
-                self._challenger = _Challenger(nb, res, control, cmp)
+                step = self._queue.steps.get(nb.key, self._step)
+                self._challengers.append(_Challenger(nb, r, control, cmp, step))
                 self._emit("challenger", nb.coordinate, cmp.ratio, cmp.pvalue)
             else:
-                self._move(nb, cmp)
-                moved = True
-        if moved:
-            self._step = 1
-            self._queue = []
-            self._fill_queue(widen=False)
-        elif not self._queue and self._challenger is None:
+                self._move(nb, cmp, self._queue.steps.get(nb.key, self._step))
+                self._estimates[nb.key] = here + math.log(cmp.ratio)
+                self._recentre([])
+                return
+        self._prepare_speculation()
+        if self._rank is not None:
+            self._rerank(self._queue)
+        if not self._queue.items and not self._challengers:
             self._fill_queue(widen=True)
 
-    # ------------------------------------------------------------------ internals
-    def _confirm_challenger(self, res: list[float] | None, control: list[float]) -> bool:
-        ch = self._challenger
-        assert ch is not None
-        self._challenger = None
-        if not res:
-            self._emit("reject", ch.neighbour.coordinate, message="failed when re-measured")
-            return False
-        cmp = compare(res, control)
-        if not cmp.testable:  # too few repeats: pool both batches
-            cmp = compare(ch.samples + res, ch.control + control)
-        if cmp.significant(self._pvalue):
-            self._move(ch.neighbour, cmp)
-            return True
-        self._emit("reject", ch.neighbour.coordinate, cmp.ratio, cmp.pvalue)
-        return False
+    # ------------------------------------------------------------------ batches
+    def _capacity(self, max_batch: int) -> int:
+        """How many non-control items fit in a batch of at most ``max_batch`` slots."""
+        fits = [
+            items
+            for items in range(max_batch - 1, 0, -1)
+            if len(self._layout_roles(items, max_batch)) <= max_batch
+        ]
+        closed = [n for n in fits if self._layout_roles(n, max_batch)[-1]]  # ends on a control
+        return (closed or fits or [0])[0]
 
-    def _move(self, nb: Neighbour, cmp: Comparison) -> None:
+    def _layout_roles(self, items: int, limit: int) -> list[bool]:
+        """True for a control slot: the head, every ``control_every``-th slot, and the last
+        (when it fits in ``limit`` slots)."""
+        out = [True]
+        k = self._control_every
+        if k is not None and limit >= items + 3:
+            out.append(True)  # the head warms the runner up; the first item gets a real control
+        n = 0
+        while n < items:
+            if k is not None and len(out) % k == 0:
+                out.append(True)
+                continue
+            out.append(False)
+            n += 1
+        if k is not None and not out[-1] and len(out) < limit:
+            out.append(True)
+        return out
+
+    def _layout(self, items: list[Proposal], limit: int) -> list[Proposal]:
+        """Interleave controls with ``items``; each confirmation right after a control.
+
+        With spread controls, confirmations follow the second and later controls: the head
+        control warms the runner up, and a confirmation is best bracketed by two controls.
+        """
+        roles = self._layout_roles(len(items), limit)
+        confirms = [p for p in items if p.role == "confirm"]
+        others = [p for p in items if p.role != "confirm"]
+        control = Proposal("control", self._incumbent)
+        batch: list[Proposal] = []
+        after_control = False
+        seen_controls = 0
+        skip_head = len(roles) > 1 and roles[1]
+        for is_control in roles:
+            if is_control:
+                batch.append(control)
+                seen_controls += 1
+                after_control = not (skip_head and seen_controls == 1)
+                continue
+            if confirms and (after_control or not others):
+                batch.append(confirms.pop(0))
+            else:
+                batch.append(others.pop(0))
+            after_control = False
+        return batch
+
+    def _take(self, items: list[Proposal], capacity: int) -> None:
+        """Append unseen explores to ``items`` up to ``capacity``, best first."""
+        sources = [(self._queue, False)]
+        if self._speculate and self._spec.items:
+            sources.append((self._spec, True))
+        while len(items) < capacity:
+            candidates = [(q, s) for q, s in sources if q.items]
+            if not candidates and self._fill and self._rank is None and self._step < self._max_step:
+                # a confirmation would travel alone: measure the next step meanwhile
+                self._step += 1
+                self._emit("widen", message=f"filling the batch; step -> {self._step}")
+                self._queue = self._load(self._incumbent.point, (self._step,))
+                continue
+            if not candidates:
+                return
+            if len(candidates) == 2 and self._rank is None:
+                q, spec = candidates[0]  # without scores, the incumbent's own first
+            elif len(candidates) == 2:
+                q, spec = max(candidates, key=lambda c: self._scores.get(c[0].items[-1].key, 0.0))
+            else:
+                q, spec = candidates[0]
+            nb = q.items.pop()
+            if nb.key in self._seen:
+                continue
+            self._seen.add(nb.key)
+            items.append(Proposal("explore", nb, speculative=spec))
+
+    # ------------------------------------------------------------------ decisions
+    def _observe_confirmations(
+        self,
+        proposals: list[Proposal],
+        res: list[list[float] | None],
+        nearest_control: Callable[[int], list[float]],
+    ) -> tuple[_Challenger, Comparison, list[float]] | None:
+        """Test every confirmation; return the best confirmed challenger, if any."""
+        index = {p.neighbour.key: i for i, p in enumerate(proposals) if p.role == "confirm"}
+        pending, self._challengers = self._challengers, []
+        if not index:
+            self._challengers = pending  # none was in this batch (a failed control batch)
+            return None
+        alpha = self._pvalue / len(index)  # Bonferroni over the confirmations of this batch
+        best: tuple[_Challenger, Comparison, list[float]] | None = None
+        for ch in pending:
+            i = index.get(ch.neighbour.key)
+            if i is None:
+                continue
+            r = res[i]
+            if not r:
+                self._emit("reject", ch.neighbour.coordinate, message="failed when re-measured")
+                continue
+            control = nearest_control(i)
+            cmp = compare(r, control)
+            if not cmp.testable:  # too few repeats: pool both batches
+                cmp = compare(ch.samples + r, ch.control + control)
+            if cmp.significant(alpha) and (best is None or cmp.ratio < best[1].ratio):
+                if best is not None:
+                    self._emit(
+                        "reject",
+                        best[0].neighbour.coordinate,
+                        best[1].ratio,
+                        best[1].pvalue,
+                        message="another challenger was faster",
+                    )
+                best = (ch, cmp, r)
+            else:
+                self._emit("reject", ch.neighbour.coordinate, cmp.ratio, cmp.pvalue)
+        return best
+
+    def _after_move(
+        self,
+        moved: tuple[_Challenger, Comparison, list[float]],
+        proposals: list[Proposal],
+        res: list[list[float] | None],
+    ) -> None:
+        ch, cmp, samples = moved
+        was_spec_of = self._spec_of
+        before = self._estimates.get(self._incumbent.key, 0.0)
+        self._move(ch.neighbour, cmp, ch.step)
+        here = self._estimates[ch.neighbour.key] = before + math.log(cmp.ratio)
+        spec_steps = dict(self._spec.steps) if was_spec_of == ch.neighbour.key else {}
+        # Speculative neighbours of the new incumbent were measured in this batch: compare them
+        # with its confirmation samples, the only samples of it in this batch.
+        found = []
+        for prop, r in zip(proposals, res, strict=True):
+            if prop.role == "explore" and prop.speculative and r is not None and spec_steps:
+                c = compare(r, samples)
+                self._estimates[prop.neighbour.key] = here + math.log(c.ratio)
+                if c.significant(self._pvalue) or (not c.testable and c.ratio < 1.0):
+                    found.append((c, prop.neighbour, r))
+        found.sort(key=lambda t: t[0].ratio)
+        pending = []
+        for c, nb, r in found[: self._max_challengers]:
+            pending.append(_Challenger(nb, r, samples, c, spec_steps.get(nb.key, 1)))
+            self._emit("challenger", nb.coordinate, c.ratio, c.pvalue)
+        self._recentre(pending)
+
+    def _move(self, nb: Neighbour, cmp: Comparison, step: int) -> None:
         old = self._incumbent
         self._incumbent = nb
+        self._step = step
         origin = old.coordinate or "start"
         ev = self._emit("move", nb.coordinate, cmp.ratio, cmp.pvalue, message=f"from {origin}")
         self.moves.append(ev)
 
+    def _recentre(self, pending: list[_Challenger]) -> None:
+        """Load the new incumbent's neighbourhood; bring back remembered faster points."""
+        self._step = 1
+        self._challengers = pending
+        self._spec = _Queue()
+        self._spec_of = None
+        self._queue = _Queue()
+        self._fill_queue(widen=False)
+        # Points measured beside an earlier incumbent that the chained estimates put below the
+        # new one: re-measure them as challengers (the confirmation decides, as for any other).
+        here = self._estimates.get(self._incumbent.key, 0.0)
+        keys = {ch.neighbour.key for ch in self._challengers}
+        for est, nb, step in sorted(self._remembered, key=lambda t: t[0]):
+            if len(self._challengers) >= self._max_challengers or est >= here:
+                break
+            if nb.key in keys:
+                continue
+            ratio = math.exp(est - here)
+            self._challengers.append(_Challenger(nb, [], [], Comparison(ratio, None), step))
+            self._emit("challenger", nb.coordinate, ratio, None, message="remembered")
+        if not self._queue.items and not self._challengers and not self._converged:
+            self._fill_queue(widen=True)
+
+    # ------------------------------------------------------------------ neighbourhoods
+    def _load(self, point: Any, steps: Iterable[int]) -> _Queue:
+        """The unseen neighbours of ``point`` at ``steps``, in measuring order (pop = next)."""
+        fresh: dict[Hashable, Neighbour] = {}
+        step_of: dict[Hashable, int] = {}
+        remembered: dict[Hashable, tuple[float, Neighbour, int]] = {}
+        for step in steps:
+            for nb in self._neighbours(point, step):
+                if nb.key in self._seen:
+                    est = self._estimates.get(nb.key)
+                    if est is not None and nb.key != self._incumbent.key:
+                        remembered.setdefault(nb.key, (est, nb, step))
+                elif nb.key not in fresh:
+                    fresh[nb.key] = nb
+                    step_of[nb.key] = step
+        if point is self._incumbent.point:
+            self._remembered = list(remembered.values())
+        queue = _Queue(list(fresh.values()), step_of)
+        self._rng.shuffle(queue.items)
+        if self._rank is not None:
+            self._rerank(queue)
+        return queue
+
+    def _rerank(self, queue: _Queue) -> None:
+        if self._rank is None or not queue.items:
+            return
+        scores = [float(s) for s in self._rank(queue.items)]
+        if len(scores) != len(queue.items):
+            raise ValueError(f"rank() returned {len(scores)} scores for {len(queue.items)} points")
+        for nb, s in zip(queue.items, scores, strict=True):
+            self._scores[nb.key] = s
+        # Stable sort of the shuffled list: ties keep the seeded random order; best last.
+        queue.items.sort(key=lambda nb: self._scores[nb.key])
+
+    def _prepare_speculation(self) -> None:
+        if not self._speculate or not self._challengers:
+            return
+        top = self._challengers[0].neighbour
+        if self._spec_of == top.key:
+            if self._rank is not None:
+                self._rerank(self._spec)
+            return
+        self._spec_of = top.key
+        steps = range(1, self._max_step + 1) if self._rank is not None else (1,)
+        self._spec = self._load(top.point, steps)
+
     def _fill_queue(self, *, widen: bool) -> None:
-        """Load the unvisited neighbours at the current step, widening while there are none."""
+        """Load the unmeasured neighbours, widening (without ranking) while there are none."""
+        if self._rank is not None:
+            if not widen:
+                self._step = 1
+                self._queue = self._load(self._incumbent.point, range(1, self._max_step + 1))
+                if self._queue.items:
+                    return
+            if not self._challengers:
+                self._finish(f"no unmeasured neighbour up to step {self._max_step}")
+            return
         if widen:
             self._step += 1
             if self._step <= self._max_step:
                 self._emit("widen", message=f"no significant improvement; step -> {self._step}")
         while self._step <= self._max_step:
-            fresh: dict[Hashable, Neighbour] = {}
-            for nb in self._neighbours(self._incumbent.point, self._step):
-                if nb.key not in self._seen and nb.key not in fresh:
-                    fresh[nb.key] = nb
-            if fresh:
-                queue = list(fresh.values())
-                self._rng.shuffle(queue)
+            queue = self._load(self._incumbent.point, (self._step,))
+            if queue.items:
                 self._queue = queue
                 return
             self._step += 1
             if self._step <= self._max_step:
                 self._emit("widen", message=f"no unvisited neighbour; step -> {self._step}")
-        self._finish(f"no unvisited neighbour up to step {self._max_step}")
+        self._step = min(self._step, self._max_step)
+        if not self._challengers:
+            self._finish(f"no unvisited neighbour up to step {self._max_step}")
 
     def _finish(self, why: str) -> None:
         self._converged = True
-        self._queue = []
+        self._queue = _Queue()
+        self._spec = _Queue()
+        self._challengers = []
         self._emit("converged", message=why)
 
     def _emit(
         self,
-        kind: str,
+        kind: EventKind,
         coordinate: str = "",
         ratio: float | None = None,
         pvalue: float | None = None,

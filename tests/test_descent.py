@@ -617,20 +617,10 @@ def test_valid_extremes_accepted() -> None:
     make_descent((7, 7, 7, 7), Trace(), pvalue=1.0, max_step=1)
 
 
-def test_forget_proposal() -> None:
-    trace = Trace()
-    d = make_descent((5,), trace, confirm=True, seed=0)
-    with pytest.raises(RuntimeError):
-        d.forget_proposal(1)
-    props = d.propose(8)
-    assert props is not None and len(props) == 3
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"control_every": 1}, {"control_every": 0}, {"max_challengers": 0}],
+)
+def test_invalid_batch_settings_raise(kwargs) -> None:
     with pytest.raises(ValueError):
-        d.forget_proposal(0)
-    d.forget_proposal(2)
-    d.observe([[1.0, 1.0], [0.5, 0.5]])  # one result fewer: the forgotten one is gone
-    assert len(trace.kinds("challenger")) == 1
-    props = d.propose(8)
-    assert props is not None and props[1].role == "confirm"
-    d.forget_proposal(1)  # dropping the confirmation drops the challenger
-    d.observe([[1.0, 1.0]] * (len(props) - 1))
-    assert d.moves == [] and d.incumbent.point == (5,)
+        make_descent((7, 7, 7, 7), Trace(), **kwargs)

@@ -1,0 +1,303 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""The descent's batch capabilities on synthetic landscapes (pure, no TVM).
+
+Ranked neighbourhoods, controls spread through the batch, several challengers, speculation, and
+the behaviour under a drift *within* a batch (the slot at the head of a runner call measured
+slower, or a ramp over the call), where one control at the head makes false challengers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from ms_droplet._descent import Descent, Neighbour, Proposal
+
+from .test_descent import OPT, Results, Runner, Trace, bowl, box_neighbours, flat, nb
+
+
+class DriftRunner(Runner):
+    """A runner whose latencies depend on the slot in the batch (and on a per-batch factor)."""
+
+    def __init__(self, f, *, drift: Callable[[int, int], float], **kwargs) -> None:
+        super().__init__(f, **kwargs)
+        self.drift = drift  # drift(index_in_batch, batch_size) -> multiplicative factor
+
+    def __call__(self, props: Sequence[Proposal]) -> Results:
+        out = super().__call__(props)
+        n = len(props)
+        scaled: Results = []
+        for i, r in enumerate(out):
+            scaled.append(None if r is None else [x * self.drift(i, n) for x in r])
+        self.log[-1] = (list(props), scaled)
+        return scaled
+
+
+def cold_head(i: int, n: int) -> float:
+    """The first slot of a call 25 % slower (a cold start)."""
+    return 1.25 if i == 0 else 1.0
+
+
+def ramp(i: int, n: int) -> float:
+    """Latency falling 20 % over the call (a drift: the head looks slow)."""
+    return 1.2 - 0.2 * i / max(n - 1, 1)
+
+
+def run(
+    d: Descent, runner, *, max_batch: int = 16, max_batches: int = 400, must_stop: bool = True
+) -> list[list[Proposal]]:
+    batches = []
+    for _ in range(max_batches):
+        props = d.propose(max_batch)
+        if props is None:
+            return batches
+        assert len(props) <= max_batch
+        batches.append(props)
+        d.observe(runner(props))
+    if must_stop:
+        pytest.fail("the descent did not stop")
+    return batches
+
+
+# ---------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("max_batch", [2, 3, 5, 8, 9, 16, 17, 32])
+def test_controls_spread_through_the_batch_and_last(max_batch: int) -> None:
+    d = Descent(nb((7, 7, 7, 7)), neighbours=box_neighbours(), control_every=4, seed=0)
+    props = d.propose(max_batch)
+    assert props is not None and len(props) <= max_batch
+    roles = [p.role for p in props]
+    assert roles[0] == "control"
+    if len(props) >= 3:
+        assert roles[-1] == "control"
+    for i in range(0, len(props), 4):
+        assert roles[i] == "control", (i, roles)
+    # never two explores separated from every control by more than 3 slots
+    controls = [i for i, r in enumerate(roles) if r == "control"]
+    assert all(b - a <= 4 for a, b in itertools.pairwise(controls))
+    assert all(p.neighbour == d.incumbent for p in props if p.role == "control")
+
+
+def test_capacity_is_used_when_neighbours_remain() -> None:
+    # 8 coordinates, 3 steps pooled by a (flat) ranking: 48 neighbours, more than a batch holds
+    d = Descent(
+        nb((7,) * 8), neighbours=box_neighbours(), control_every=8, rank=lambda n: [0] * len(n)
+    )
+    props = d.propose(32)
+    assert props is not None and len(props) == 32
+    roles = [p.role for p in props]
+    # a warm-up control at the head, then one before each run of explores, and the last
+    assert [i for i, r in enumerate(roles) if r == "control"] == [0, 1, 8, 16, 24, 31]
+
+
+# ---------------------------------------------------------------------------- ranking
+
+
+def test_ranked_neighbourhood_measures_the_best_predicted_first() -> None:
+    truth = bowl(OPT)
+
+    def rank(nbs: Sequence[Neighbour]) -> list[float]:
+        return [-truth(n.point) for n in nbs]
+
+    start = (5, 5, 5, 5)
+    d = Descent(nb(start), neighbours=box_neighbours(), rank=rank, seed=0)
+    props = d.propose(4)
+    assert props is not None
+    explored = [p.neighbour.point for p in props if p.role == "explore"]
+    all_nbs = {n.point for s in (1, 2, 3) for n in box_neighbours()(start, s)}
+    best3 = sorted(all_nbs, key=truth)[:3]
+    assert sorted(explored, key=truth) == best3  # every step pooled, best predicted first
+
+
+def test_ranked_descent_reaches_the_optimum_in_fewer_measurements() -> None:
+    truth = bowl(OPT)
+    start = (0, 0, 15, 15)
+    counts = {}
+    for name, rank in [("random", None), ("ranked", lambda nbs: [-truth(n.point) for n in nbs])]:
+        d = Descent(nb(start), neighbours=box_neighbours(), rank=rank, seed=1, confirm=False)
+        batches = run(d, Runner(truth, seed=2, sigma=0.01), max_batch=6)
+        assert d.incumbent.point == OPT, name
+        # measurements until the optimum first became the incumbent
+        n = 0
+        for b in batches:
+            n += len(b)
+            if any(p.role == "explore" and p.neighbour.point == OPT for p in b):
+                break
+        counts[name] = n
+    assert counts["ranked"] < counts["random"], counts
+
+
+def test_ranked_neighbourhood_is_rescored_after_each_batch() -> None:
+    calls = []
+
+    def rank(nbs):
+        calls.append(len(nbs))
+        return [0.0] * len(nbs)
+
+    d = Descent(nb((7, 7, 7, 7)), neighbours=box_neighbours(), rank=rank, seed=0)
+    for _ in range(2):
+        props = d.propose(4)
+        assert props is not None
+        d.observe([[1.0, 1.0, 1.0]] * len(props))
+    assert len(calls) >= 3 and calls[1] < calls[0]  # the remaining queue, scored again
+
+
+# ---------------------------------------------------------------------------- drift
+
+
+def _false_moves(drift, *, control_every, seeds=range(40), pvalue=0.05) -> tuple[int, int]:
+    moves = challengers = 0
+    for seed in seeds:
+        trace = Trace()
+        d = Descent(
+            nb((7, 7, 7, 7)),
+            neighbours=box_neighbours(),
+            on_event=trace.events.append,
+            seed=seed,
+            pvalue=pvalue,
+            control_every=control_every,
+        )
+        runner = DriftRunner(flat, drift=drift, seed=seed, sigma=0.02, repeat=5)
+        # a head-only control may wander for ever on a flat landscape: 20 batches each
+        run(d, runner, max_batch=12, max_batches=20, must_stop=False)
+        moves += len(d.moves)
+        challengers += len(trace.kinds("challenger"))
+    return moves, challengers
+
+
+@pytest.mark.parametrize("drift", [cold_head, ramp])
+def test_spread_controls_cancel_drift_within_a_batch(drift) -> None:
+    head_moves, head_challengers = _false_moves(drift, control_every=None)
+    spread_moves, spread_challengers = _false_moves(drift, control_every=4)
+    # With one control at the head every neighbour looks faster: false challengers and false
+    # moves; with drift-corrected controls next to each candidate the landscape is flat again.
+    assert head_challengers > 100 and head_moves > 20, (head_challengers, head_moves)
+    assert spread_challengers <= head_challengers / 4, (spread_challengers, head_challengers)
+    assert spread_moves <= 0.05 * max(spread_challengers, 1) + 3
+
+
+@pytest.mark.parametrize("drift", [cold_head, ramp])
+def test_real_improvements_move_under_drift(drift) -> None:
+    truth = bowl(OPT)
+    start = (6, 2, 14, 9)
+    for seed in range(5):
+        d = Descent(nb(start), neighbours=box_neighbours(), seed=seed, control_every=4)
+        run(d, DriftRunner(truth, drift=drift, seed=seed, sigma=0.02, repeat=5), max_batch=12)
+        assert d.incumbent.point == OPT, (seed, d.incumbent.point)
+
+
+# ---------------------------------------------------------------------------- challengers
+
+
+def _one_dim(values: dict[int, float], default: float = 1.0):
+    return lambda p: values.get(p[0], default)
+
+
+def test_several_challengers_confirmed_in_one_batch_move_to_the_fastest() -> None:
+    # from 5: both 4 and 6 are faster, 6 the most; both challenge at once
+    f = _one_dim({4: 0.8, 6: 0.6, 7: 0.9, 3: 0.95})
+    trace = Trace()
+    d = Descent(
+        nb((5,)),
+        neighbours=box_neighbours(0, 9),
+        on_event=trace.events.append,
+        max_challengers=2,
+        seed=0,
+    )
+    props = d.propose(8)
+    assert props is not None
+    d.observe(Runner(f, seed=0, sigma=0.01)(props))
+    assert len(trace.kinds("challenger")) == 2
+    props = d.propose(8)
+    assert props is not None
+    assert sum(p.role == "confirm" for p in props) == 2
+    d.observe(Runner(f, seed=1, sigma=0.01)(props))
+    assert d.incumbent.point == (6,)
+    assert [e.kind for e in trace.events].count("move") == 1
+
+
+def test_confirmation_batch_is_filled_with_new_candidates() -> None:
+    f = bowl((12, 7))
+    d = Descent(nb((7, 7)), neighbours=box_neighbours(), seed=0, control_every=4, fill=True)
+    runner = Runner(f, seed=0, sigma=0.01)
+    sizes = []
+    for _ in range(30):
+        props = d.propose(12)
+        if props is None:
+            break
+        if any(p.role == "confirm" for p in props):
+            sizes.append(sum(p.role == "explore" for p in props))
+        d.observe(runner(props))
+    assert sizes, "no confirmation happened"
+    assert all(s > 0 for s in sizes[:-1]), sizes  # confirmations travel with explores
+
+
+def test_speculation_measures_the_challengers_neighbours_and_uses_them() -> None:
+    f = bowl((12,))  # 1-D: from 7, every step toward 12 is faster
+    trace = Trace()
+    d = Descent(
+        nb((7,)),
+        neighbours=box_neighbours(0, 15),
+        max_step=1,
+        speculate=True,
+        on_event=trace.events.append,
+        seed=0,
+    )
+    runner = Runner(f, seed=0, sigma=0.005)
+    spec_points = set()
+    for _ in range(40):
+        props = d.propose(6)
+        if props is None:
+            break
+        spec_points |= {p.neighbour.point for p in props if p.speculative}
+        d.observe(runner(props))
+    assert d.incumbent.point == (12,)
+    assert spec_points, "nothing was measured speculatively"
+    # each confirmation of x+1 already measured x+2; after the move x+2 challenges at once
+    assert len(d.moves) == 5
+    explores = sum(1 for b, _ in runner.log for p in b if p.role == "explore")
+    assert explores <= 12
+
+
+def test_false_move_rate_with_all_capabilities_on_a_flat_landscape() -> None:
+    moves = confirmations = 0
+    for seed in range(60):
+        trace = Trace()
+        d = Descent(
+            nb((7, 7, 7, 7)),
+            neighbours=box_neighbours(),
+            on_event=trace.events.append,
+            seed=seed,
+            control_every=4,
+            max_challengers=2,
+            speculate=True,
+            rank=lambda nbs: list(np.random.default_rng(len(nbs)).random(len(nbs))),
+        )
+        run(d, DriftRunner(flat, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=12)
+        moves += len(d.moves)
+        confirmations += len(trace.kinds("move")) + len(trace.kinds("reject"))
+    # every move passed an independent confirmation at 0.05 (Bonferroni within the batch)
+    assert moves <= 0.05 * confirmations + 2 * math.sqrt(max(confirmations, 1)), (
+        moves,
+        confirmations,
+    )
