@@ -60,20 +60,21 @@ def is_failure(record: TuningRecord) -> bool:
 class CandidateCache:
     """What the strategy knows about traces of one workload.
 
-    ``measured`` and ``invalid`` hold trace keys; ``modules`` holds structural hashes of the
-    postprocessed modules seen in this run (two traces that give the same schedule are one
-    candidate).
+    ``seen`` holds the trace keys measured or known to be invalid: the one set that says "do
+    not measure this" (the descent adds to this very set); ``invalid`` is the invalid part of
+    it; ``modules`` holds structural hashes of the postprocessed modules seen in this run (two
+    traces that give the same schedule are one candidate).
     """
 
     mod: IRModule
     postprocs: list
     seed: int
-    measured: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
     invalid: set[str] = field(default_factory=set)
     modules: set[int] = field(default_factory=set)
 
     def load(self, database: Database, workload: Workload) -> list[TuningRecord]:
-        """Mark every record of ``workload`` in ``database`` as measured; return them."""
+        """Mark every record of ``workload`` in ``database`` as seen; return them."""
         records = [
             rec
             for rec in database.get_all_tuning_records()
@@ -81,12 +82,12 @@ class CandidateCache:
             or tvm_ffi.structural_equal(rec.workload.mod, workload.mod)
         ]
         for rec in records:
-            self.measured.add(trace_key(rec.trace))
+            self.seen.add(trace_key(rec.trace))
         return records
 
-    def seen(self, key: str) -> bool:
-        """Whether a trace key was measured or is known to be invalid."""
-        return key in self.measured or key in self.invalid
+    def _reject(self, key: str) -> None:
+        self.invalid.add(key)
+        self.seen.add(key)
 
     def replay(self, trace: Trace) -> Schedule | None:
         """Replay ``trace`` (postprocs removed) and apply the postprocs; None if invalid."""
@@ -108,21 +109,21 @@ class CandidateCache:
         this run, or its replay changed another decision too (not a one-coordinate move).
         """
         requested = trace_key(trace)
-        if self.seen(requested):
+        if requested in self.seen:
             return None
         sch = self.replay(trace)
         if sch is None:
-            self.invalid.add(requested)
+            self._reject(requested)
             return None
         key = trace_key(sch.trace)  # the decisions the replay really took
         if key != requested:
             # Replay re-resolved another decision (e.g. a compute location that no longer
             # exists after a tile move): this is not a one-coordinate move, skip it.
-            self.invalid.add(requested)
+            self._reject(requested)
             return None
         mhash = tvm_ffi.structural_hash(sch.mod)
         if mhash in self.modules:
-            self.invalid.add(requested)  # a schedule already seen: nothing new to measure
+            self._reject(requested)  # a schedule already seen: nothing new to measure
             return None
         self.modules.add(mhash)
         return key, sch

@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.search_strategy import (
@@ -56,6 +58,10 @@ _EVOLUTIONARY_KEYS = (
 )
 
 
+Phase = Literal["explore", "descent", "done"]
+WhenConverged = Literal["explore", "stop"]
+
+
 @dataclass
 class _Run:
     """Per-tuning state: created in pre_tuning, dropped in post_tuning."""
@@ -66,11 +72,22 @@ class _Run:
     workload: Workload
     logger: logging.Logger
     cache: CandidateCache
-    evo_active: bool
+    design_spaces: list
+    cost_model: CostModel | None
+    evo_running: bool = False
+    evo_budget: int = 0  # trials of the current exploration slice
+    evo_trials: int = 0  # trials measured in the current exploration slice
+    adaptive: bool = True  # whether the current slice may end early on stagnation
     trials: int = 0
     descent: Descent | None = None
     pending: list[Proposal] | None = None
-    phase: str = "explore"
+    phase: Phase = "explore"
+    best_secs: float = math.inf  # best mean run seconds seen while exploring
+    since_best: int = 0  # explored trials since the best improved
+    descended: set[str] = field(default_factory=set)  # keys that were a descent's incumbent
+    num_descents: int = 0
+    num_moves: int = 0
+    own_seconds: float = 0.0  # the strategy's own time: neighbours, replay, ranking
 
 
 @derived_object
@@ -93,6 +110,32 @@ class DropletStrategy(PySearchStrategy):
         Consecutive batches in which the incumbent fails to run before the descent stops.
     evolutionary : dict, optional
         Keyword arguments for the inner ``EvolutionarySearch`` (``population_size``, ...).
+    stagnation_trials : int, optional
+        Switch to the descent before ``num_evolutionary_trials`` once the best explored latency
+        has not improved by 1 % for this many trials (the switch and its reason are logged).
+        None: always explore ``num_evolutionary_trials``.
+    rank_neighbours : bool
+        Score the neighbourhood (every step up to ``max_step``) with the task's cost model and
+        measure the most promising first; off, or without a cost model, neighbours are
+        measured step by step in a seeded random order.
+    control_every : int, optional
+        Re-measure the incumbent in every ``control_every``-th slot of a descent batch (and
+        the first two and the last), and compare each candidate with the drift-corrected
+        controls nearest to it. None: one control at the head of the batch.
+    max_challengers : int
+        Challengers confirmed in one batch.
+    speculate : bool
+        Fill a confirmation batch with the top challenger's own neighbours too (and, without
+        ranking, with the incumbent's next step): no round carries a confirmation alone.
+    when_converged : {"explore", "stop"}
+        What a task does when its descent converges with budget left: ``"explore"`` runs
+        another slice of evolutionary search (seeded by the database, so by the best records)
+        and descends again from the best record not yet descended from, until the budget is
+        spent; ``"stop"`` ends the task, and in multi-task tuning its remaining budget goes to
+        the other tasks.
+    restart_trials : int, optional
+        Trials of each exploration slice after a convergence (default: ``num_trials_per_iter``
+        of the tuning).
     """
 
     def __init__(
@@ -104,6 +147,13 @@ class DropletStrategy(PySearchStrategy):
         confirm: bool = True,
         max_control_failures: int = 3,
         evolutionary: dict[str, Any] | None = None,
+        stagnation_trials: int | None = 64,
+        rank_neighbours: bool = True,
+        control_every: int | None = 8,
+        max_challengers: int = 2,
+        speculate: bool = True,
+        when_converged: WhenConverged = "explore",
+        restart_trials: int | None = None,
     ) -> None:
         if isinstance(num_evolutionary_trials, bool) or not isinstance(
             num_evolutionary_trials, int
@@ -126,6 +176,12 @@ class DropletStrategy(PySearchStrategy):
             raise ValueError(
                 f"max_control_failures must be an int >= 1, got {max_control_failures!r}"
             )
+        _check_optional_int("stagnation_trials", stagnation_trials, 1)
+        _check_optional_int("control_every", control_every, 2)
+        _check_optional_int("max_challengers", max_challengers, 1, optional=False)
+        _check_optional_int("restart_trials", restart_trials, 1)
+        if when_converged not in ("explore", "stop"):
+            raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
         evolutionary = dict(evolutionary or {})
         unknown = sorted(set(evolutionary) - set(_EVOLUTIONARY_KEYS))
         if unknown:
@@ -139,6 +195,13 @@ class DropletStrategy(PySearchStrategy):
         self.confirm = bool(confirm)
         self.max_control_failures = max_control_failures
         self.evolutionary = evolutionary
+        self.stagnation_trials = stagnation_trials
+        self.rank_neighbours = bool(rank_neighbours)
+        self.control_every = control_every
+        self.max_challengers = max_challengers
+        self.speculate = bool(speculate)
+        self.when_converged: WhenConverged = when_converged
+        self.restart_trials = restart_trials
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: _Run | None = None
@@ -152,6 +215,13 @@ class DropletStrategy(PySearchStrategy):
             "confirm": self.confirm,
             "max_control_failures": self.max_control_failures,
             "evolutionary": dict(self.evolutionary),
+            "stagnation_trials": self.stagnation_trials,
+            "rank_neighbours": self.rank_neighbours,
+            "control_every": self.control_every,
+            "max_challengers": self.max_challengers,
+            "speculate": self.speculate,
+            "when_converged": self.when_converged,
+            "restart_trials": self.restart_trials,
         }
 
     def clone(self) -> SearchStrategy:
@@ -200,7 +270,8 @@ class DropletStrategy(PySearchStrategy):
             workload=workload,
             logger=logger,
             cache=cache,
-            evo_active=evo_trials > 0,
+            design_spaces=list(design_spaces),
+            cost_model=cost_model,
         )
         if explored:
             logger.info(
@@ -209,25 +280,26 @@ class DropletStrategy(PySearchStrategy):
                 explored,
                 self.num_evolutionary_trials,
             )
-        if run.evo_active:
-            self._evo.pre_tuning(
-                evo_trials, num_trials_per_iter, design_spaces, database, cost_model
-            )
-            logger.info("Droplet: exploring with EvolutionarySearch for %d trial(s)", evo_trials)
         self._run = run
+        if evo_trials > 0:
+            self._start_exploring(run, evo_trials, adaptive=True)
 
     def post_tuning(self) -> None:
         """Finish the run: end the inner EvolutionarySearch, drop the run state."""
         run = self._require_run("post_tuning")
-        if run.evo_active and self._evo is not None:
-            self._evo.post_tuning()
-        if run.descent is not None:
+        try:
+            self._stop_exploring(run)
+        finally:
+            self._run = None
+        if run.num_descents:
             run.logger.info(
-                "Droplet: descent finished after %d trial(s) with %d move(s)",
+                "Droplet: finished after %d trial(s): %d descent(s), %d move(s); the strategy's "
+                "own time (neighbours, replay, ranking) %.1f s",
                 run.trials,
-                len(run.descent.moves),
+                run.num_descents,
+                run.num_moves,
+                run.own_seconds,
             )
-        self._run = None
 
     def _require_run(self, method: str) -> _Run:
         if self._run is None:
@@ -242,25 +314,100 @@ class DropletStrategy(PySearchStrategy):
             raise RuntimeError(
                 "generate_measure_candidates is invoked twice without notify_runner_results"
             )
-        remaining = run.max_trials - run.trials
-        if remaining <= 0:
+        try:
+            return self._generate(run)
+        except Exception:  # an error of this task must not stop the others: end the task
+            run.logger.exception(
+                "Droplet: internal error while generating candidates; this task stops here "
+                "(its records so far are kept). Please report this with the log."
+            )
+            run.phase = "done"
+            run.pending = None
             return None
-        if run.phase == "explore":
-            if run.evo_active:
-                assert self._evo is not None
-                cands = self._evo.generate_measure_candidates()
-                if cands is not None and len(cands) > 0:
-                    return cands
-            run.phase = "descent"
-            if not self._start_descent(run):
+
+    def _generate(self, run: _Run) -> list[MeasureCandidate] | None:
+        while run.phase != "done":
+            remaining = run.max_trials - run.trials
+            if remaining <= 0:
                 return None
-        assert run.descent is not None
-        batch_cap = min(run.num_trials_per_iter, remaining)
-        proposals = run.descent.propose(batch_cap)
-        if proposals is None:
+            if run.phase == "explore":
+                cands = self._explore(run)
+                if cands is not None:
+                    return cands
+                run.phase = "descent"
+                if not self._start_descent(run):
+                    run.phase = "done"
+                    return None
+            assert run.descent is not None
+            batch_cap = min(run.num_trials_per_iter, remaining)
+            start = time.perf_counter()
+            proposals = run.descent.propose(batch_cap)
+            run.own_seconds += time.perf_counter() - start
+            if proposals is not None:
+                run.pending = proposals
+                return [measure_candidate(p.neighbour.point) for p in proposals]
+            if batch_cap < 2 or self.when_converged == "stop":
+                run.phase = "done"
+                return None
+            # Converged with budget left: explore a slice, then descend again.
+            slice_trials = min(self.restart_trials or run.num_trials_per_iter, remaining)
+            run.logger.info(
+                "Droplet: descent converged with %d trial(s) left; exploring %d more with "
+                "EvolutionarySearch, then descending from the best record not descended from",
+                remaining,
+                slice_trials,
+            )
+            self._start_exploring(run, slice_trials, adaptive=False)
+        return None
+
+    def _explore(self, run: _Run) -> list[MeasureCandidate] | None:
+        """The inner EvolutionarySearch's next batch, or None when exploration is over."""
+        if not run.evo_running:
             return None
-        run.pending = proposals
-        return [measure_candidate(p.neighbour.point) for p in proposals]
+        assert self._evo is not None
+        if run.evo_trials >= run.evo_budget:
+            self._stop_exploring(run)
+            return None
+        if (
+            run.adaptive
+            and self.stagnation_trials is not None
+            and run.since_best >= self.stagnation_trials
+        ):
+            run.logger.info(
+                "Droplet: evolution stagnated (best %.4f ms, no 1%% gain in the last %d "
+                "trials); switching to the descent after %d of %d exploration trial(s)",
+                1e3 * run.best_secs,
+                run.since_best,
+                run.evo_trials,
+                run.evo_budget,
+            )
+            self._stop_exploring(run)
+            return None
+        cands = self._evo.generate_measure_candidates()
+        if cands is None or len(cands) == 0:
+            self._stop_exploring(run)
+            return None
+        return list(cands)
+
+    def _start_exploring(self, run: _Run, trials: int, *, adaptive: bool) -> None:
+        assert self._evo is not None
+        self._evo.pre_tuning(
+            trials, run.num_trials_per_iter, run.design_spaces, run.database, run.cost_model
+        )
+        run.evo_running = True
+        run.evo_budget = trials
+        run.evo_trials = 0
+        run.adaptive = adaptive
+        run.since_best = 0
+        run.phase = "explore"
+        run.descent = None
+        if adaptive:
+            run.logger.info("Droplet: exploring with EvolutionarySearch for %d trial(s)", trials)
+
+    def _stop_exploring(self, run: _Run) -> None:
+        if run.evo_running and self._evo is not None:
+            run.evo_running = False
+            self._evo.post_tuning()
 
     def notify_runner_results(
         self, measure_candidates: list[MeasureCandidate], results: list[RunnerResult]
@@ -270,11 +417,27 @@ class DropletStrategy(PySearchStrategy):
         if len(measure_candidates) != len(results):
             raise ValueError(f"got {len(results)} results for {len(measure_candidates)} candidates")
         run.trials += len(measure_candidates)
+        _warn_if_all_timed_out(run.logger, results)
+        try:
+            self._notify(run, measure_candidates, results)
+        except Exception:  # never lose the batch TVM is about to commit, never stop other tasks
+            run.logger.exception(
+                "Droplet: internal error while reading a batch's results; this task stops "
+                "here (the batch is still saved to the database). Please report this with the log."
+            )
+            run.phase = "done"
+            run.pending = None
+
+    def _notify(
+        self, run: _Run, measure_candidates: list[MeasureCandidate], results: list[RunnerResult]
+    ) -> None:
         if run.pending is None:
-            if run.evo_active and self._evo is not None:
+            if run.evo_running and self._evo is not None:
                 self._evo.notify_runner_results(measure_candidates, results)
+                run.evo_trials += len(measure_candidates)
             for cand in measure_candidates:
-                run.cache.measured.add(trace_key(cand.sch.trace))
+                run.cache.seen.add(trace_key(cand.sch.trace))
+            self._track_best(run, results)
             return
         proposals, run.pending = run.pending, None
         if len(proposals) != len(results):
@@ -283,20 +446,42 @@ class DropletStrategy(PySearchStrategy):
             )
         samples = []
         for prop, res in zip(proposals, results, strict=True):
-            run.cache.measured.add(prop.neighbour.key)
+            run.cache.seen.add(prop.neighbour.key)
             ok = samples_of(res.run_secs) if res.error_msg is None else None
             samples.append(ok)
         assert run.descent is not None
+        start = time.perf_counter()
+        moves_before = len(run.descent.moves)
         run.descent.observe(samples)
+        run.own_seconds += time.perf_counter() - start
+        run.num_moves += len(run.descent.moves) - moves_before
+        run.descended.add(str(run.descent.incumbent.key))
+
+    @staticmethod
+    def _track_best(run: _Run, results: list[RunnerResult]) -> None:
+        """Count explored trials since the best mean latency last improved by 1 %."""
+        for res in results:
+            secs = samples_of(res.run_secs) if res.error_msg is None else None
+            mean = sum(secs) / len(secs) if secs else math.inf
+            if mean < 0.99 * run.best_secs:
+                run.best_secs = mean
+                run.since_best = 0
+            else:
+                if mean < run.best_secs:
+                    run.best_secs = mean
+                run.since_best += 1
 
     # ------------------------------------------------------------------ descent
     def _start_descent(self, run: _Run) -> bool:
-        """Start the descent from the best measured record of the workload."""
+        """Start a descent from the best measured record not descended from yet."""
         ctx = self._context
         assert ctx is not None
+        begin = time.perf_counter()
         start = None
-        for rec in run.database.get_top_k(run.workload, 16):
+        for rec in run.database.get_top_k(run.workload, 64):
             if is_failure(rec):
+                continue
+            if trace_key(rec.trace) in run.descended:
                 continue
             sch = run.cache.replay(rec.trace)
             if sch is not None:
@@ -304,18 +489,21 @@ class DropletStrategy(PySearchStrategy):
                 break
         if start is None:
             run.logger.warning(
-                "Droplet: no successfully measured record of this workload to start the descent "
-                "from; the task ends here"
+                "Droplet: no successfully measured record of this workload left to start a "
+                "descent from; the task ends here"
             )
             return False
         rec, sch = start
         run.cache.add_module(sch)
         key = trace_key(sch.trace)
-        run.cache.measured.add(key)
+        run.cache.seen.add(key)
+        run.descended.add(key)
+        run.num_descents += 1
         secs = samples_of(rec.run_secs) or [float("nan")]
         run.logger.info(
-            "Droplet: exploration done after %d trial(s); descent starts from the best record "
-            "(%.4f ms)",
+            "Droplet: descent %d starts after %d trial(s) from the best record not descended "
+            "from yet (%.4f ms)",
+            run.num_descents,
             run.trials,
             1e3 * sorted(secs)[len(secs) // 2],
         )
@@ -332,18 +520,53 @@ class DropletStrategy(PySearchStrategy):
         def on_event(ev: DescentEvent) -> None:
             _log_event(run.logger, ev)
 
+        rank = None
+        if self.rank_neighbours and run.cost_model is not None:
+            cost_model = run.cost_model
+
+            def rank(nbs) -> list[float]:
+                cands = [measure_candidate(nb.point) for nb in nbs]
+                return [float(x) for x in cost_model.predict(ctx, cands)]
+
         run.descent = Descent(
             Neighbour("start", sch, key),
             neighbours=neighbours,
             pvalue=self.pvalue,
             max_step=self.max_step,
             confirm=self.confirm,
-            seen=run.cache.measured | run.cache.invalid,
-            seed=run.cache.seed,
+            seen=run.cache.seen,
+            seed=run.cache.seed + run.num_descents - 1,
             max_control_failures=self.max_control_failures,
             on_event=on_event,
+            rank=rank,
+            control_every=self.control_every,
+            max_challengers=self.max_challengers,
+            speculate=self.speculate,
+            fill=self.speculate,
         )
+        run.own_seconds += time.perf_counter() - begin
         return True
+
+
+def _check_optional_int(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an int >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _warn_if_all_timed_out(logger: logging.Logger, results: list[RunnerResult]) -> None:
+    """One clear warning when every candidate of a batch failed with a build timeout."""
+    msgs = [str(r.error_msg or "") for r in results]
+    if msgs and all("Timeout" in m or "timeout" in m for m in msgs):
+        logger.warning(
+            "Droplet: every build of this batch (%d candidates) timed out, so nothing was "
+            "measured. On a slow machine TVM's LocalBuilder (30 s by default) can time out "
+            "while its workers import TVM; use builder=ms_droplet.WarmBuilder() or "
+            "LocalBuilder(timeout_sec=120).",
+            len(msgs),
+        )
 
 
 def _log_event(logger: logging.Logger, ev: DescentEvent) -> None:

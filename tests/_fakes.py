@@ -46,9 +46,10 @@ _PREFIX = "fake-artifact:"
 class HashBuilder(PyBuilder):
     """Builds nothing: the artifact path carries the module's structural hash."""
 
-    def __init__(self, *, fail_fraction: float = 0.0) -> None:
+    def __init__(self, *, fail_fraction: float = 0.0, error: str = "fake build error") -> None:
         super().__init__()
         self.fail_fraction = fail_fraction
+        self.error = error
         self.calls = 0
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
@@ -57,7 +58,7 @@ class HashBuilder(PyBuilder):
         for inp in build_inputs:
             h = tvm_ffi.structural_hash(inp.mod)
             if _unit(h, "build") < self.fail_fraction:
-                out.append(BuilderResult(None, "fake build error"))
+                out.append(BuilderResult(None, self.error))
             else:
                 out.append(BuilderResult(f"{_PREFIX}{h}", None))
         return out

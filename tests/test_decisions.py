@@ -96,7 +96,7 @@ def test_candidates_are_replayed_with_postprocs_and_deduplicated(matmul_ctx):
     traces, cache = _traces(matmul_ctx, n=1)
     start = cache.replay(traces[0])
     cache.add_module(start)
-    cache.measured.add(trace_key(start.trace))
+    cache.seen.add(trace_key(start.trace))
     built = [cache.candidate(mv.trace) for mv in moves(start.trace, 1, max_parallel_extent=32)]
     fresh = [b for b in built if b is not None]
     assert fresh, "no valid neighbour"

@@ -23,6 +23,8 @@ The same paths are exercised with real builds and runs in test_tuning.py.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import tvm
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
@@ -94,20 +96,34 @@ def test_descent_bookkeeping(matmul64, target, tmp_path):
     descent = _descent_batches(runner, 16)
     assert len(descent) >= 2, "the descent never ran"
     earlier: set[int] = {h for b in runner.batches[: len(runner.batches) - len(descent)] for h in b}
+    controls_seen = 0
     for batch in descent:
-        assert len(set(batch)) == len(batch), "a batch measured one candidate twice"
-        # Only the control (first) and a challenger's confirmation (second) are re-measured.
-        for pos, h in enumerate(batch):
-            if h in earlier:
-                assert pos <= 1, f"candidate at position {pos} was measured before"
+        counts = Counter(batch)
+        control, n_control = counts.most_common(1)[0]
+        if n_control > 1:
+            controls_seen += 1
+            # the control heads the batch (warm-up and first control) and recurs every 8 slots
+            assert batch[0] == control
+            if len(batch) == 16:
+                assert batch[1] == batch[-1] == control
+            assert n_control >= 1 + len(batch) // 8
+        # Only the incumbent (the controls) repeats inside a batch ...
+        assert all(n == 1 for h, n in counts.items() if h != control), "a candidate twice"
+        # ... and besides it only confirmations (at most max_challengers=2) were measured before.
+        again = [h for h in set(batch) if h in earlier and h != control]
+        assert len(again) <= 2, f"{len(again)} candidates measured again"
         earlier.update(batch)
+    assert controls_seen >= 2, "no batch carried spread controls"
     records = db.get_all_tuning_records()
     extents = tile_extents(records[0].trace)
     assert all(tile_products_ok(r.trace, extents) for r in records)
 
 
 def test_descent_candidates_differ_in_one_coordinate(matmul64, target, tmp_path):
-    db, _ = _tune(matmul64, target, tmp_path, trials=96)
+    # one descent only (no exploration slice after it converges): every record after the
+    # exploration is one coordinate from an earlier one (the incumbent, or a challenger whose
+    # neighbours were measured speculatively)
+    db, _ = _tune(matmul64, target, tmp_path, trials=96, when_converged="stop")
     records = db.get_all_tuning_records()
     assert len(records) > 16
     keys_before = set()
@@ -134,10 +150,24 @@ def test_same_seed_same_candidates_other_seed_differs(matmul64, target, tmp_path
 
 
 def test_converged_task_ends_before_the_budget(matmul64, target, tmp_path):
-    db, runner = _tune(matmul64, target, tmp_path, trials=5000, per_iter=64, max_step=1)
+    db, runner = _tune(
+        matmul64, target, tmp_path, trials=5000, per_iter=64, max_step=1, when_converged="stop"
+    )
     measured = sum(len(b) for b in runner.batches)
     assert measured < 5000, "the descent never converged, so the task never ended"
     assert len(db.get_all_tuning_records()) == measured
+
+
+def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target, tmp_path):
+    # the same settings that converge early above, with the default when_converged="explore"
+    db, runner = _tune(matmul64, target, tmp_path, trials=400, per_iter=32, max_step=1)
+    measured = sum(len(b) for b in runner.batches)
+    assert measured == 400, "budget left unused"
+    assert len(db.get_all_tuning_records()) == measured
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert log.count("Droplet: descent converged with") >= 1
+    starts = log.count("from the best record not descended from yet")
+    assert starts >= 2, "no second descent after the exploration slice"
 
 
 def test_failing_runs_are_not_latencies(matmul64, target, tmp_path):
@@ -175,3 +205,76 @@ def test_multi_task_module(target, tmp_path):
     assert len({tvm.ir.save_json(r.workload.mod) for r in db.get_all_tuning_records()}) == 2, (
         workloads
     )
+
+
+def _two_matmuls():
+    """Two tasks whose descents both run: matmuls of two shapes."""
+    return tvm.IRModule(
+        {
+            name: te.create_prim_func(te_workload.matmul(n, n, n)).with_attr("global_symbol", name)
+            for name, n in (("mm32", 32), ("mm48", 48))
+        }
+    )
+
+
+def _records_per_task(db):
+    """Records per task, told apart by the matmul's extent."""
+    out = Counter()
+    for r in db.get_all_tuning_records():
+        out["mm48" if "(48, 48)" in r.workload.mod.script() else "mm32"] += 1
+    return out
+
+
+def test_error_in_one_tasks_generation_ends_only_that_task(target, tmp_path, monkeypatch):
+    from ms_droplet import _strategy
+
+    cls = _strategy.DropletStrategy._cls  # the Python class under TVM's derived object
+    original = cls._start_descent
+
+    def boom(self, run):
+        if str(self._context.task_name) == "mm48":
+            raise KeyError("injected fault")
+        return original(self, run)
+
+    monkeypatch.setattr(cls, "_start_descent", boom)
+    db, runner = _tune(_two_matmuls(), target, tmp_path, trials=96, evo_trials=8, per_iter=8)
+    per_task = _records_per_task(db)
+    assert per_task["mm48"] == 8, "the failing task's explored batch was lost, or it went on"
+    assert per_task["mm32"] > 8, "the healthy task stopped with the failing one"
+    assert sum(per_task.values()) == sum(len(b) for b in runner.batches)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "internal error while generating candidates" in log and "injected fault" in log
+
+
+def test_error_while_reading_results_keeps_the_batch(target, tmp_path, monkeypatch):
+    from ms_droplet import _descent
+
+    original = _descent.Descent.observe
+    calls = []
+
+    def boom(self, results):
+        calls.append(len(results))
+        if len(calls) == 2:
+            raise IndexError("injected fault")
+        return original(self, results)
+
+    monkeypatch.setattr(_descent.Descent, "observe", boom)
+    db, runner = _tune(_two_matmuls(), target, tmp_path, trials=96, evo_trials=8, per_iter=8)
+    # every measured candidate was committed, the faulty batch included
+    assert len(db.get_all_tuning_records()) == sum(len(b) for b in runner.batches)
+    assert len(calls) >= 3, "the other task did not go on after the fault"
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "internal error while reading a batch's results" in log
+
+
+def test_every_build_timing_out_names_the_cause_and_the_fix(matmul64, target, tmp_path):
+    builder = HashBuilder(fail_fraction=1.0, error="LocalBuilder: Timeout, killed after 30 seconds")
+    _tune(matmul64, target, tmp_path, builder=builder, trials=32)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "every build of this batch" in log and "ms_droplet.WarmBuilder()" in log
+
+
+def test_other_build_errors_do_not_blame_timeouts(matmul64, target, tmp_path):
+    _tune(matmul64, target, tmp_path, builder=HashBuilder(fail_fraction=1.0), trials=32)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "every build of this batch" not in log
