@@ -35,25 +35,7 @@ from tvm.s_tir.schedule import Trace
 
 from ._decisions import trace_key
 
-__all__ = ["CandidateCache", "is_failure", "measure_candidate", "samples_of"]
-
-# MetaSchedule stores failed measurements as run_secs [1e10] and TaskCleanUp logs them as 1e9 ms.
-_FAILED_SECS = 1e9
-
-
-def samples_of(run_secs) -> list[float] | None:
-    """Run seconds as floats, or None for a failed / missing measurement (never a sentinel)."""
-    if run_secs is None:
-        return None
-    out = [float(x) for x in run_secs]
-    if not out or any(not (0.0 < x < _FAILED_SECS) for x in out):
-        return None
-    return out
-
-
-def is_failure(record: TuningRecord) -> bool:
-    """Whether a database record is a failed measurement."""
-    return samples_of(record.run_secs) is None
+__all__ = ["CandidateCache", "measure_candidate"]
 
 
 @dataclass

@@ -30,9 +30,10 @@ import shutil
 import time
 from dataclasses import dataclass
 
-__all__ = ["DatabaseProblem", "check_database", "repair_database"]
+__all__ = ["DATABASE_FILES", "DatabaseProblem", "check_database", "repair_database"]
 
-_FILES = ("database_workload.json", "database_tuning_record.json")
+#: The two files of a MetaSchedule ``JSONDatabase`` in its work dir.
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def _files(work_dir: str) -> list[str]:
         raise FileNotFoundError(f"database directory not found: {work_dir}")
     return [
         os.path.join(work_dir, name)
-        for name in _FILES
+        for name in DATABASE_FILES
         if os.path.exists(os.path.join(work_dir, name))
     ]
 

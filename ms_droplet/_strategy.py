@@ -32,10 +32,11 @@ from tvm.s_tir.meta_schedule.search_strategy import (
     SearchStrategy,
 )
 
-from ._candidates import CandidateCache, is_failure, measure_candidate, samples_of
+from ._candidates import CandidateCache, measure_candidate
 from ._decisions import moves, trace_key
 from ._descent import Descent, DescentEvent, Neighbour, Proposal
 from ._logging import task_logger
+from ._records import is_failure, samples_of
 
 if TYPE_CHECKING:
     from tvm.s_tir import Schedule

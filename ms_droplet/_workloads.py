@@ -27,10 +27,18 @@ import tvm
 from tvm import te
 from tvm.s_tir.meta_schedule.testing import te_workload
 
-__all__ = ["available_workloads", "load_workload"]
+__all__ = ["CONV2D", "MATMUL", "available_workloads", "load_workload", "parse_matmul"]
 
-_MATMUL = re.compile(r"^matmul:(\d+),(\d+),(\d+)$")
-_CONV2D = re.compile(r"^conv2d:(\d+(?:,\d+){7})$")
+#: ``matmul:M,N,K`` (float32, ``(M, K) @ (K, N)``).
+MATMUL = re.compile(r"^matmul:(\d+),(\d+),(\d+)$")
+#: ``conv2d:N,H,W,CI,CO,KERNEL,STRIDE,PAD`` (float32 NHWC).
+CONV2D = re.compile(r"^conv2d:(\d+(?:,\d+){7})$")
+
+
+def parse_matmul(spec: str) -> tuple[int, int, int] | None:
+    """``(M, N, K)`` of a ``matmul:M,N,K`` spec, or None for any other spec."""
+    m = MATMUL.match(spec.strip())
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
 def available_workloads() -> list[str]:
@@ -62,13 +70,13 @@ def load_workload(spec: str) -> tvm.IRModule:
         For a TVMScript path that does not exist.
     """
     spec = spec.strip()
-    m = _MATMUL.match(spec)
-    if m:
-        M, N, K = (int(x) for x in m.groups())
+    sizes = parse_matmul(spec)
+    if sizes is not None:
+        M, N, K = sizes
         if min(M, N, K) < 1:
             raise ValueError(f"matmul sizes must be >= 1, got {spec!r}")
         return _as_module(te.create_prim_func(te_workload.matmul(M, N, K)))
-    m = _CONV2D.match(spec)
+    m = CONV2D.match(spec)
     if m:
         n, h, w, ci, co, kernel, stride, pad = (int(x) for x in m.group(1).split(","))
         if min(n, h, w, ci, co, kernel, stride) < 1:

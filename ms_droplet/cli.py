@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -28,239 +27,43 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from ._cli_args import add_bench_args, add_tune_args
 
-DEFAULT_WORKLOAD = "matmul:512,512,512"
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-        return value
-
-    return parse
+__all__ = ["build_parser", "main"]
 
 
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+def _target(args: argparse.Namespace):
+    """The target of ``--target`` / ``--num-cores``; None (after printing why) when invalid."""
+    from ._factories import parse_target
 
-
-def _pvalue(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a p-value in (0, 1], got {value}")
-    return value
-
-
-def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--target",
-        default="host",
-        help='"host" (this CPU with --num-cores) or a JSON target dict, e.g. '
-        '\'{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}\'',
-    )
-    p.add_argument("--num-cores", type=_positive_int, default=None, help="cores (default: all)")
-
-
-def _add_measure_args(p: argparse.ArgumentParser, *, per_iter: int) -> None:
-    p.add_argument("--pvalue", type=_pvalue, default=0.05, help="droplet: significance level")
-    p.add_argument("--num-trials-per-iter", type=_positive_int, default=per_iter)
-    p.add_argument("--number", type=_positive_int, default=3, help="runner: runs per sample")
-    p.add_argument("--repeat", type=_positive_int, default=3, help="runner: samples")
-    p.add_argument("--min-repeat-ms", type=_non_negative_int, default=100, help="runner")
-    p.add_argument(
-        "--builder",
-        choices=["warm", "local"],
-        default="warm",
-        help="warm: ms_droplet's WarmBuilder (workers kept across builds); local: TVM's "
-        "LocalBuilder",
-    )
-    p.add_argument("--builder-timeout", type=float, default=60.0, help="seconds per candidate")
-    rpc = p.add_argument_group("measuring on a fleet through TVM's RPC tracker")
-    rpc.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="tracker address")
-    rpc.add_argument("--rpc-key", default=None, help="device key the servers registered with")
-    rpc.add_argument("--rpc-session-timeout", type=_positive_int, default=60, help="seconds")
-    rpc.add_argument("--rpc-priority", type=int, default=1, help="session priority")
-    rpc.add_argument("--rpc-workers", type=_positive_int, default=None, help="parallel sessions")
-    p.add_argument("--verbose", action="store_true", help="also show MetaSchedule's DEBUG logs")
-    p.add_argument(
-        "--rounds",
-        type=_positive_int,
-        default=10,
-        help="interleaved re-measurement rounds for the final comparison",
-    )
-
-
-def _add_tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workload",
-        default=DEFAULT_WORKLOAD,
-        help="NAME:INDEX of the Ansor suite (C2D:0, DEP:1, ...), matmul:M,N,K, "
-        "conv2d:N,H,W,CI,CO,KERNEL,STRIDE,PAD, or a TVMScript .py file "
-        f"(default: {DEFAULT_WORKLOAD})",
-    )
-    _add_target_args(p)
-    p.add_argument("--trials", type=_positive_int, default=400, help="total trial budget")
-    p.add_argument("--strategy", choices=["droplet", "evolutionary"], default="droplet")
-    p.add_argument(
-        "--num-evolutionary-trials",
-        type=_non_negative_int,
-        default=200,
-        help="droplet: trials explored by EvolutionarySearch before the descent (the "
-        "strategy's own default is 300, as published; 200 keeps the Quick start short)",
-    )
-    p.add_argument("--work-dir", default=None, help="tuning directory (default: a new temp dir)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    _add_measure_args(p, per_iter=64)
-
-
-def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    from .bench._layout import STRATEGIES
-    from .bench._suites import SUITES
-
-    p.add_argument(
-        "--suite",
-        choices=sorted(SUITES),
-        default=None,
-        help="; ".join(f"{s.name}: {s.about}" for s in SUITES.values()),
-    )
-    p.add_argument(
-        "--workload",
-        action="append",
-        default=None,
-        help="a workload (as for `tune`); repeat it for an ad-hoc suite (replaces --suite's list)",
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="the benchmark folder")
-    p.add_argument(
-        "--trials",
-        type=_positive_int,
-        default=None,
-        help="B: droplet's total budget per workload (default: the suite's; quick: 64)",
-    )
-    p.add_argument(
-        "--ratio",
-        type=_positive_int,
-        default=5,
-        help="K: evolutionary search gets K*B trials (default 5)",
-    )
-    p.add_argument(
-        "--num-evolutionary-trials",
-        type=_positive_int,
-        default=None,
-        help="N: trials explored before droplet's descent, and before TVM's post_optimization "
-        "(default: the suite's; quick: 32)",
-    )
-    p.add_argument(
-        "--seeds", type=_non_negative_int, nargs="+", default=[0], help="tuning seeds (0 1 2)"
-    )
-    p.add_argument(
-        "--strategies",
-        nargs="+",
-        choices=list(STRATEGIES),
-        default=None,
-        help="which strategies to run (default: all three; with --rpc-tracker droplet and "
-        "evolutionary, since TVM's post_optimization measures on this machine only)",
-    )
-    _add_target_args(p)
-    _add_measure_args(p, per_iter=32)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _tracker_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SystemExit(
-            f"error: --rpc-tracker must be HOST:PORT, e.g. 127.0.0.1:9190, got {text!r}"
-        )
-    return host, int(port)
-
-
-def _make_target(spec: str, num_cores: int | None):
-    import tvm
-
-    if num_cores is None:
-        num_cores = os.cpu_count() or 1
-    if spec == "host":
-        return tvm.target.Target(
-            {
-                "kind": "llvm",
-                "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                "num-cores": num_cores,
-            }
-        )
-    try:
-        config = json.loads(spec)
-    except json.JSONDecodeError:
-        raise SystemExit(
-            f"error: --target must be 'host' or a JSON dict like "
-            f'\'{{"kind": "llvm", "num-cores": 2}}\', got {spec!r}'
-        ) from None
-    if not isinstance(config, dict):
-        raise SystemExit(f"error: --target must be a JSON object, got {spec!r}")
-    try:
-        target = tvm.target.Target(config)
-    except Exception as err:  # TVM raises several error types for bad targets
-        raise SystemExit(f"error: invalid --target {spec!r}: {err}") from None
-    if target.kind.name == "llvm" and "num-cores" not in config:
-        raise SystemExit('error: a CPU --target needs "num-cores" (MetaSchedule requires it)')
-    if target.kind.name not in ("llvm", "c"):
-        raise SystemExit(
-            f"error: target kind {target.kind.name!r} cannot be measured on this machine "
-            "without an RPC runner; use an llvm target"
-        )
-    return target
+        return parse_target(args.target, args.num_cores)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
 
 
 def _runner_factory(args: argparse.Namespace):
-    """(make_runner, open_session) from the runner and RPC arguments.
+    """(make_runner, open_session) from the runner and RPC arguments (ValueError if invalid)."""
+    from ._factories import runner_factory
 
-    ``open_session`` opens a session on a device of the tracker (for re-measuring there), or is
-    None when measuring on this machine.
-    """
-    from tvm.s_tir import meta_schedule as ms
-
-    evaluator = ms.runner.EvaluatorConfig(
+    return runner_factory(
         number=args.number,
         repeat=args.repeat,
         min_repeat_ms=args.min_repeat_ms,
-        enable_cpu_cache_flush=False,
-    )
-    if not args.rpc_tracker:
-        return (lambda: ms.runner.LocalRunner(evaluator_config=evaluator)), None
-    host, port = _tracker_address(args.rpc_tracker)
-    if not args.rpc_key:
-        raise ValueError("--rpc-tracker needs --rpc-key (the servers' --key)")
-    config = ms.runner.RPCConfig(
-        tracker_host=host,
-        tracker_port=port,
-        tracker_key=args.rpc_key,
+        rpc_tracker=args.rpc_tracker,
+        rpc_key=args.rpc_key,
         session_timeout_sec=args.rpc_session_timeout,
         session_priority=args.rpc_priority,
+        max_workers=args.rpc_workers,
     )
-
-    def make_runner():
-        return ms.runner.RPCRunner(
-            rpc_config=config, evaluator_config=evaluator, max_workers=args.rpc_workers
-        )
-
-    return make_runner, config.connect_server
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune one workload and print the result."""
 
     from . import DropletStrategy
-    from ._report import TuneReport, run_tuning
+    from ._tune import TuneReport, run_tuning
     from ._workloads import load_workload
 
     try:
@@ -268,7 +71,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    target = _make_target(args.target, args.num_cores)
+    target = _target(args)
+    if target is None:
+        return 2
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="ms_droplet_")
     try:
         os.makedirs(work_dir, exist_ok=True)
@@ -332,8 +137,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) the strategy comparison of DESIGN.md into ``--out``."""
-    from .bench._driver import BenchConfig, BenchError, run_bench
-    from .bench._layout import STRATEGIES
+    from ._factories import make_builder
+    from .bench._config import STRATEGIES, BenchConfig, BenchError
+    from .bench._driver import run_bench
     from .bench._report import build_report
     from .bench._suites import SUITES
 
@@ -371,10 +177,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    target = _make_target(args.target, args.num_cores)
-    from ._report import _builder
-
-    builder, owned = _builder(args.builder, args.builder_timeout)
+    target = _target(args)
+    if target is None:
+        return 2
+    builder, owned = make_builder(args.builder, args.builder_timeout)
     command = "ms-droplet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     start = time.perf_counter()
     try:
@@ -514,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "descent) or plain evolutionary search, then re-measure the best kernel after "
         "exploration and after the descent, interleaved.",
     )
-    _add_tune_args(tune)
+    add_tune_args(tune)
     tune.set_defaults(func=cmd_tune)
     bench = sub.add_parser(
         "bench",
@@ -526,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run again; then each strategy's best kernel is re-measured interleaved in one process. "
         "Prints the report at the end (also `ms-droplet report DIR`).",
     )
-    _add_bench_args(bench)
+    add_bench_args(bench)
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser(
         "report",

@@ -64,7 +64,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import tvm
-import tvm_ffi
 from tvm.ir import IRModule
 from tvm.ir.transform import PassContext
 from tvm.runtime import Tensor
@@ -83,7 +82,8 @@ from tvm.target import Target
 from tvm.tirx import PrimFunc
 
 from ._builder import WarmBuilder
-from ._candidates import samples_of
+from ._database import DATABASE_FILES
+from ._records import best_record, find_workload, latency, workload_records
 from ._registry import KIND
 from ._strategy import DropletStrategy
 
@@ -110,8 +110,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ms_droplet.relax")
-
-_DB_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
 # ------------------------------------------------------------------------------------------
@@ -542,7 +540,7 @@ def _open_database(
         return database
     if work_dir is None:
         raise ValueError("give a work_dir or a database")
-    missing = [f for f in _DB_FILES if not os.path.isfile(os.path.join(work_dir, f))]
+    missing = [f for f in DATABASE_FILES if not os.path.isfile(os.path.join(work_dir, f))]
     if missing:
         raise FileNotFoundError(
             f"no MetaSchedule JSON database in {work_dir!r} (missing {', '.join(missing)})"
@@ -607,8 +605,8 @@ class TaskSummary:
     trials : int
         Records of the task's workload in the database (failed measurements included).
     best_seconds : Optional[float]
-        Mean run seconds of the best record (the one ``MetaScheduleApplyDatabase`` applies),
-        or None when no record ran successfully.
+        The latency (mean run seconds) of the best record, the one
+        ``MetaScheduleApplyDatabase`` applies, or None when no record ran successfully.
     """
 
     name: str
@@ -653,23 +651,14 @@ def summarize_tuning(
     """
     db = _open_database(work_dir, database, module_equality)
     tasks = extract_tasks(mod, target, params, module_equality, prepare=prepare)
-    records = list(db.get_all_tuning_records())
     out = []
     for task in tasks:
-        wl_mod = task.dispatched[0]
         trials, best = 0, None
-        if db.has_workload(wl_mod):
-            workload = db.commit_workload(wl_mod)  # an existing workload: nothing is written
-            trials = sum(
-                1
-                for rec in records
-                if rec.workload.same_as(workload)
-                or tvm_ffi.structural_equal(rec.workload.mod, workload.mod)
-            )
-            for rec in db.get_top_k(workload, 1):
-                secs = samples_of(rec.run_secs)
-                if secs:
-                    best = sum(secs) / len(secs)
+        workload = find_workload(db, task.dispatched[0])
+        if workload is not None:
+            trials = len(workload_records(db, workload))
+            rec = best_record(db, workload)
+            best = None if rec is None else latency(rec.run_secs)
         out.append(TaskSummary(str(task.task_name), int(task.weight), trials, best))
     return out
 

@@ -28,8 +28,8 @@ import pytest
 
 from ms_droplet import cli
 from ms_droplet._stats import median
-from ms_droplet.bench._driver import BenchConfig, BenchError
-from ms_droplet.bench._layout import STRATEGIES, read_trials, remeasure_path, run_dir
+from ms_droplet.bench._config import STRATEGIES, BenchConfig, BenchError
+from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 
 # ----------------------------------------------------------------------------------------------
@@ -374,15 +374,15 @@ def test_median_ci_is_the_binomial_order_statistic_interval():
 
 
 def test_two_benches_never_share_a_folder(tmp_path):
-    from ms_droplet.bench._driver import _lock
+    from ms_droplet.bench._layout import lock_folder
 
-    held = _lock(str(tmp_path))
+    held = lock_folder(str(tmp_path))
     try:
         with pytest.raises(BenchError, match="another `ms-droplet bench` is running"):
-            _lock(str(tmp_path))
+            lock_folder(str(tmp_path))
     finally:
         held.close()
-    _lock(str(tmp_path)).close()  # free again once the first one is gone
+    lock_folder(str(tmp_path)).close()  # free again once the first one is gone
 
 
 def test_report_flags_a_post_opt_whose_droplet_failed_everything(tmp_path):

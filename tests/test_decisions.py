@@ -25,8 +25,9 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.testing import te_workload
 from tvm.s_tir.schedule import Trace
 
-from ms_droplet._candidates import CandidateCache, samples_of
+from ms_droplet._candidates import CandidateCache
 from ms_droplet._decisions import moves, trace_key
+from ms_droplet._records import samples_of
 
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 

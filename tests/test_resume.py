@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tvm.s_tir import meta_schedule as ms
 
-from ms_droplet._candidates import samples_of
+from ms_droplet._records import samples_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

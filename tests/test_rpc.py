@@ -32,7 +32,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
-from ms_droplet._candidates import samples_of
+from ms_droplet._records import samples_of
 
 pytestmark = pytest.mark.tuning
 pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado (in the test extras)")

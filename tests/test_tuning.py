@@ -33,8 +33,8 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
-from ms_droplet._candidates import samples_of
 from ms_droplet._decisions import trace_key
+from ms_droplet._records import samples_of
 
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 

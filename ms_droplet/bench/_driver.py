@@ -26,111 +26,39 @@ process, with identical evaluator settings: those samples are what ``report`` co
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
-import platform
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
-from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-from .._candidates import samples_of
 from .._database import check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
-from .._report import TrialLog, _schedule
-from .._stats import median
+from .._factories import machine_info
+from .._records import best_record, find_workload, latency, scheduled_module
 from .._strategy import DropletStrategy
-from .._version import __version__
-from .._workloads import _MATMUL, load_workload
-from ._layout import STRATEGIES, read_trials, remeasure_path, run_dir
+from .._trial_log import TrialLog
+from .._workloads import load_workload, parse_matmul
+from ._config import BenchConfig, BenchError
+from ._layout import (
+    lock_folder,
+    read_trials,
+    remeasure_path,
+    run_dir,
+    write_bench_json,
+    write_json,
+)
+from ._post_opt import restart_trials, run_post_opt
 
-__all__ = ["BenchConfig", "BenchError", "run_bench"]
+__all__ = ["run_bench"]
 
 logger = logging.getLogger(__name__)
-
-# Settings that must not change when a benchmark folder is resumed or extended.
-_FIXED = (
-    "trials",
-    "ratio",
-    "num_evolutionary_trials",
-    "num_trials_per_iter",
-    "pvalue",
-    "number",
-    "repeat",
-    "min_repeat_ms",
-    "rounds",
-)
-
-
-class BenchError(ValueError):
-    """A benchmark that cannot run as asked (bad settings, a folder of another benchmark)."""
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to run.
-
-    Attributes
-    ----------
-    workloads : tuple[str, ...]
-        Workload specs.
-    seeds : tuple[int, ...]
-        Tuning seeds; every strategy runs once per seed.
-    trials : int
-        ``B``: droplet's total budget per workload (and post_opt's).
-    ratio : int
-        ``K``: evolutionary search gets ``K * B`` trials.
-    num_evolutionary_trials : int
-        ``N``: trials explored by droplet (and post_opt) before the descent, ``N < B``.
-    strategies : tuple[str, ...]
-        A subset of ``("droplet", "evolutionary", "post_opt")``.
-    num_trials_per_iter, pvalue, number, repeat, min_repeat_ms, rounds
-        Task scheduler batch, droplet's significance level, runner settings (also used by the
-        re-measurement) and the rounds of the interleaved re-measurement.
-    """
-
-    workloads: tuple[str, ...]
-    seeds: tuple[int, ...]
-    trials: int
-    ratio: int = 5
-    num_evolutionary_trials: int = 32
-    strategies: tuple[str, ...] = STRATEGIES
-    num_trials_per_iter: int = 32
-    pvalue: float = 0.05
-    number: int = 3
-    repeat: int = 3
-    min_repeat_ms: int = 100
-    rounds: int = 10
-
-    def __post_init__(self) -> None:
-        if not self.workloads:
-            raise BenchError("no workloads: give --suite or --workload")
-        if not self.seeds:
-            raise BenchError("no seeds: give --seeds, e.g. --seeds 0 1 2")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown or not self.strategies:
-            raise BenchError(f"unknown strategies {unknown}: choose from {list(STRATEGIES)}")
-        if self.trials < 1 or self.ratio < 1 or self.rounds < 1:
-            raise BenchError("trials, ratio and rounds must be >= 1")
-        if not 1 <= self.num_evolutionary_trials < self.trials:
-            raise BenchError(
-                f"num_evolutionary_trials ({self.num_evolutionary_trials}) must be >= 1 "
-                f"and below the budget --trials ({self.trials}), or nothing is left for the "
-                "descent"
-            )
-
-    def budget(self, strategy: str) -> int:
-        """Total trials of a strategy on one workload."""
-        return self.trials * self.ratio if strategy == "evolutionary" else self.trials
 
 
 def run_bench(
@@ -182,9 +110,11 @@ def run_bench(
             mods[workload] = load_workload(workload)
         except (ValueError, FileNotFoundError) as err:
             raise BenchError(str(err)) from None
-    lock = _lock(out)
+    lock = lock_folder(out)
     try:
-        strategies = _write_bench_json(out, config, target, command)
+        strategies = write_bench_json(
+            out, asdict(config), target=str(target), command=command, machine=machine_info()
+        )
         return _run_jobs(
             out,
             config,
@@ -199,22 +129,6 @@ def run_bench(
         )
     finally:
         lock.close()
-
-
-def _lock(out: str):
-    """Hold ``out/.lock`` so that two benches never tune into the same folder at once."""
-    import fcntl
-
-    os.makedirs(out, exist_ok=True)
-    f = open(os.path.join(out, ".lock"), "a", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise BenchError(
-            f"another `ms-droplet bench` is running into {out}; wait for it or use another --out"
-        ) from None
-    return f
 
 
 def _run_jobs(
@@ -286,84 +200,6 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="run", disable=not enabled, dynamic_ncols=True)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _write_bench_json(
-    out: str, config: BenchConfig, target: tvm.target.Target, command: str
-) -> None:
-    path = os.path.join(out, "bench.json")
-    os.makedirs(out, exist_ok=True)
-    settings = asdict(config)
-    target_json = str(target)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
-        changed = [k for k in _FIXED if stored.get(k) != settings[k]]
-        if stored.get("target") != target_json:
-            changed.append("target")
-        if changed:
-            diff = ", ".join(
-                f"{k}: {stored.get(k)!r} there, {settings.get(k, target_json)!r} now"
-                for k in changed
-            )
-            raise BenchError(
-                f"{out} holds a benchmark with other settings ({diff}); resume it with the "
-                "same settings or use another --out"
-            )
-        for key in ("workloads", "seeds", "strategies"):
-            merged = list(stored.get(key, []))
-            merged += [x for x in settings[key] if x not in merged]
-            settings[key] = merged
-        machines = list(stored.get("machines", []))
-        commands = list(stored.get("commands", []))
-        if command and (not commands or commands[-1] != command):
-            commands.append(command)
-        created = stored.get("created")
-    else:
-        commands, created = [command] if command else [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        machines = []
-    machine = {
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "tvm_version": tvm.__version__,
-        "ms_droplet_version": __version__,
-    }
-    if machine not in machines:
-        machines.append(machine)
-    data = {
-        **settings,
-        "target": target_json,
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "tvm_version": tvm.__version__,
-        "ms_droplet_version": __version__,
-        "python": platform.python_version(),
-        "created": created,
-        "commands": commands,
-        "machines": machines,
-    }
-    _write_json(path, data)
-    return list(settings["strategies"])
-
-
-def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _open_database(work_dir: str) -> ms.database.JSONDatabase:
     problems = check_database(work_dir)
     if problems:
@@ -372,17 +208,6 @@ def _open_database(work_dir: str) -> ms.database.JSONDatabase:
         for backup in repair_database(work_dir):
             logger.warning("dropped a truncated database line; the original is %s", backup)
     return ms.database.JSONDatabase(work_dir=work_dir)
-
-
-def _best(db: ms.database.JSONDatabase, mod: tvm.IRModule, target: tvm.target.Target):
-    """The fastest record of the workload that measured (failed records, 1e10 s, never count)."""
-    mod = _normalize_mod(mod)
-    if not db.has_workload(mod):
-        return None
-    for rec in db.get_top_k(db.commit_workload(mod), 1 << 30):
-        if samples_of(rec.run_secs) is not None:
-            return rec
-    return None
 
 
 def _num_records(db: ms.database.JSONDatabase) -> int:
@@ -442,16 +267,8 @@ def _tune_run(
     if explored is not None and explored <= config.num_evolutionary_trials:
         # (More records mean PostOpt appended its best one: it finished before a crash.)
         # A PostOpt interrupted earlier starts over: drop the trial lines it had logged.
-        trials = read_trials(trials_path)
-        if len(trials) > explored:
-            with open(
-                os.path.join(work_dir, "trials.interrupted.jsonl"), "a", encoding="utf-8"
-            ) as f:
-                f.write("".join(json.dumps(t) + "\n" for t in trials[explored:]))
-            with open(f"{trials_path}.tmp", "w", encoding="utf-8") as f:
-                f.write("".join(json.dumps(t) + "\n" for t in trials[:explored]))
-            os.replace(f"{trials_path}.tmp", trials_path)
-        error = _tvm_post_opt(
+        restart_trials(work_dir, explored)
+        error = run_post_opt(
             work_dir,
             target,
             trials=config.trials - config.num_evolutionary_trials,
@@ -461,10 +278,9 @@ def _tune_run(
     tuning_seconds = time.perf_counter() - log.start
     trials = read_trials(trials_path)
     db = _open_database(work_dir)
-    best = _best(db, mod, target)
-    secs = None if best is None else samples_of(best.run_secs)
-    best_ms = None if secs is None else 1e3 * median(secs)
-    _write_json(
+    best = best_record(db, find_workload(db, mod))
+    best_ms = None if best is None else 1e3 * (latency(best.run_secs) or 0.0)
+    write_json(
         result_path,
         {
             "workload": workload,
@@ -480,49 +296,6 @@ def _tune_run(
         },
     )
     return True
-
-
-def _tvm_post_opt(
-    work_dir: str, target: tvm.target.Target, *, trials: int, seed: int, log: TrialLog
-) -> str | None:
-    """TVM's own file-based Droplet (``tune_tir(..., post_optimization=True)``) on the records.
-
-    Its ``Space.run`` is wrapped to log every candidate it measures (it keeps them in a
-    temporary file it deletes); its prints go to ``work_dir/post_opt.log``. Returns the error
-    it raised, if any (the run then keeps the exploration's best kernel).
-    """
-    from tvm.s_tir.meta_schedule.post_optimization import PostOpt
-    from tvm.s_tir.meta_schedule.post_optimization import space as post_opt_space
-
-    original = post_opt_space.Space.run
-
-    def logged_run(self, json_file_list, final_log, *args, **kwargs):
-        results = original(self, json_file_list, final_log, *args, **kwargs)
-        seconds = []
-        for res in results:
-            values = [float(x) for x in (res if isinstance(res, list | tuple) else [res])]
-            mean = sum(values) / len(values) if values else math.inf
-            # Space.run marks candidates that failed to apply with 10000, to run with 1e10.
-            seconds.append(mean if mean < 1e3 else None)
-        log.write(seconds, time.perf_counter() - log.start)
-        return results
-
-    post_opt_space.Space.run = logged_run
-    error, state = None, None
-    try:
-        state = random.getstate()
-        random.seed(seed)  # Space.run draws from the global generator
-        with open(os.path.join(work_dir, "post_opt.log"), "a", encoding="utf-8") as f:
-            with contextlib.redirect_stdout(f):
-                PostOpt(work_dir, target, trials=trials).run()
-    except Exception as err:  # the baseline's own failures are results, not crashes
-        error = f"{type(err).__name__}: {err}"
-        logger.warning("TVM post_optimization failed in %s: %s", work_dir, error)
-    finally:
-        post_opt_space.Space.run = original
-        if state is not None:
-            random.setstate(state)
-    return error
 
 
 def _remeasure(
@@ -555,16 +328,17 @@ def _remeasure(
         os.replace(path, f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
     names, kernels, missing = [], [], {}
     for strategy in finished:
-        best = _best(_open_database(run_dir(out, workload, strategy, seed)), mod, target)
+        db = _open_database(run_dir(out, workload, strategy, seed))
+        best = best_record(db, find_workload(db, mod))
         if best is None:
             missing[strategy] = "no successful measurement in its database"
         else:
             names.append(strategy)
-            kernels.append(_schedule(mod, best.trace))
+            kernels.append(scheduled_module(mod, best.trace))
     extra: Sequence[Callable[[], Sequence[float]]] = ()
-    m = _MATMUL.match(workload)
-    if m and open_session is None:
-        M, N, K = (int(x) for x in m.groups())
+    sizes = parse_matmul(workload)
+    if sizes is not None and open_session is None:
+        M, N, K = sizes
         extra = [
             numpy_matmul_timer(
                 M,
@@ -586,7 +360,7 @@ def _remeasure(
         session=open_session() if open_session is not None else None,
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write_json(
+    write_json(
         path,
         {
             "workload": workload,

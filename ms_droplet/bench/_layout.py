@@ -19,7 +19,9 @@
 Everything ``report`` and ``plot`` show is rebuilt from these files; nothing is kept only in
 memory::
 
-    DIR/bench.json                                   settings, machine, TVM version, commands
+    DIR/.lock                                        held by the bench running into DIR
+    DIR/bench.json                                   settings and provenance: machines, TVM and
+                                                     ms_droplet versions, Python, commands
     DIR/runs/<workload>/<strategy>/seed<S>/          one MetaSchedule work dir per run
         database_workload.json                       MetaSchedule's JSON database
         database_tuning_record.json
@@ -38,24 +40,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
+
+from ._config import FIXED_SETTINGS, STRATEGIES, BenchError
 
 __all__ = [
-    "STRATEGIES",
     "Remeasure",
     "Run",
     "load_bench",
     "load_remeasures",
     "load_runs",
+    "lock_folder",
     "read_trials",
     "remeasure_path",
     "run_dir",
     "slug",
+    "write_bench_json",
+    "write_json",
 ]
-
-#: Strategies of the benchmark, in the order tables and plots show them.
-STRATEGIES = ("droplet", "evolutionary", "post_opt")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -225,3 +229,109 @@ def load_remeasures(out: str) -> list[Remeasure]:
                     )
                 )
     return found
+
+
+# ------------------------------------------------------------------------------------------
+# Writing: the folder lock, bench.json with its provenance, atomic JSON files
+
+
+def lock_folder(out: str) -> IO[str]:
+    """Hold ``DIR/.lock`` so that two benches never tune into the same folder at once.
+
+    Returns the open lock file; closing it releases the lock.
+
+    Raises
+    ------
+    BenchError
+        When another process holds the lock.
+    """
+    import fcntl
+
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, ".lock"), "a", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise BenchError(
+            f"another `ms-droplet bench` is running into {out}; wait for it or use another --out"
+        ) from None
+    return f
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` to ``path`` atomically (a crash leaves the old file or the new one)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_bench_json(
+    out: str, settings: dict[str, Any], *, target: str, command: str, machine: dict[str, Any]
+) -> list[str]:
+    """Create or extend ``DIR/bench.json``; return every strategy of the folder.
+
+    Parameters
+    ----------
+    out : str
+        The benchmark folder.
+    settings : dict
+        The :class:`~ms_droplet.bench._config.BenchConfig` as a dict.
+    target : str
+        The target, as ``str(target)``.
+    command : str
+        The command line of this invocation (appended to ``commands`` when new).
+    machine : dict
+        ``cpu_model``, ``cores``, ``tvm_version``, ``ms_droplet_version`` and ``python`` of this
+        machine (:func:`ms_droplet._factories.machine_info`); added to ``machines`` when new.
+
+    Raises
+    ------
+    BenchError
+        When the folder holds a benchmark whose fixed settings (``FIXED_SETTINGS``) or target
+        differ; its workloads, seeds and strategies are extended instead.
+    """
+    path = os.path.join(out, "bench.json")
+    os.makedirs(out, exist_ok=True)
+    settings = dict(settings)
+    if os.path.exists(path):
+        stored = _read_json(path)
+        changed = [k for k in FIXED_SETTINGS if stored.get(k) != settings[k]]
+        if stored.get("target") != target:
+            changed.append("target")
+        if changed:
+            diff = ", ".join(
+                f"{k}: {stored.get(k)!r} there, {settings.get(k, target)!r} now" for k in changed
+            )
+            raise BenchError(
+                f"{out} holds a benchmark with other settings ({diff}); resume it with the "
+                "same settings or use another --out"
+            )
+        for key in ("workloads", "seeds", "strategies"):
+            merged = list(stored.get(key, []))
+            merged += [x for x in settings[key] if x not in merged]
+            settings[key] = merged
+        machines = list(stored.get("machines", []))
+        commands = list(stored.get("commands", []))
+        if command and (not commands or commands[-1] != command):
+            commands.append(command)
+        created = stored.get("created")
+    else:
+        commands, created = [command] if command else [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        machines = []
+    entry = {k: v for k, v in machine.items() if k != "python"}
+    if entry not in machines:
+        machines.append(entry)
+    data = {
+        **settings,
+        "target": target,
+        **machine,
+        "created": created,
+        "commands": commands,
+        "machines": machines,
+    }
+    write_json(path, data)
+    return list(settings["strategies"])

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import STRATEGIES, Run, load_bench, load_runs, slug
+from ._config import STRATEGIES
+from ._layout import Run, load_bench, load_runs, slug
 
 __all__ = ["plot_bench"]
 

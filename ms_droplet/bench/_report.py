@@ -34,7 +34,8 @@ from typing import Any
 from scipy import stats
 
 from .._stats import median
-from ._layout import STRATEGIES, Remeasure, Run, load_bench, load_remeasures, load_runs
+from ._config import STRATEGIES
+from ._layout import Remeasure, Run, load_bench, load_remeasures, load_runs
 
 __all__ = ["build_report", "geomean", "median_ci"]
 

@@ -14,7 +14,7 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""Compare TVM's ``LocalBuilder`` with :class:`~ms_droplet._builder.WarmBuilder` by tuning.
+"""Compare TVM's ``LocalBuilder`` with :class:`~ms_droplet.WarmBuilder` by tuning.
 
 Tunes one workload with the same seed once per builder and round, interleaved (``L W L W`` for
 ``--rounds 2``), with MetaSchedule's evolutionary search and ``LocalRunner``, and reports for
@@ -32,8 +32,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -47,14 +45,26 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import BuilderInput, BuilderResult, PyBuilder
-from tvm.s_tir.meta_schedule.testing import te_workload
 from tvm.s_tir.meta_schedule.utils import cpu_count
 
-from ms_droplet._builder import WarmBuilder
+from .._cli_args import positive_int
+from .._factories import host_target, machine_info, make_builder
+from .._records import best_record, find_workload, latency
+from .._workloads import load_workload, parse_matmul
 
+__all__ = [
+    "BUILDERS",
+    "CountingBuilder",
+    "build_parser",
+    "main",
+    "markdown_table",
+    "parse_workload",
+    "summarize",
+    "tune_once",
+]
+
+#: The builders compared, by the letter of the interleaving order (``L W L W ...``).
 BUILDERS = {"L": "LocalBuilder", "W": "WarmBuilder"}
-#: MetaSchedule stores this run time for candidates that failed to build or run.
-FAILED_RUN_SECS = 1e9
 
 
 @derived_object
@@ -91,36 +101,20 @@ class CountingBuilder(PyBuilder):
         return results
 
 
-def parse_workload(spec: str) -> tuple[str, tuple[int, int, int]]:
-    """Parse ``matmul:M,N,K``.
+def parse_workload(spec: str) -> str:
+    """Check a ``matmul:M,N,K`` spec for argparse; return it unchanged.
 
-    Parameters
-    ----------
-    spec : str
-        The workload specification.
-
-    Returns
-    -------
-    workload : Tuple[str, Tuple[int, int, int]]
-        The kind and the sizes.
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        For another workload kind, malformed sizes or a size below 1.
     """
-    kind, _, sizes = spec.partition(":")
-    if kind != "matmul":
-        raise argparse.ArgumentTypeError(f"unsupported workload {kind!r}; use matmul:M,N,K")
-    try:
-        m, n, k = (int(x) for x in sizes.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad sizes in {spec!r}; use matmul:M,N,K") from None
-    if min(m, n, k) < 1:
+    sizes = parse_matmul(spec)
+    if sizes is None:
+        raise argparse.ArgumentTypeError(f"unsupported workload {spec!r}; use matmul:M,N,K")
+    if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive in {spec!r}")
-    return kind, (m, n, k)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return spec.strip()
 
 
 def _positive_float(text: str) -> float:
@@ -130,72 +124,60 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def cpu_model() -> str:
-    """The CPU model name, as far as it can be found."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mean_run_secs(record: ms.database.TuningRecord) -> float | None:
-    if record.run_secs is None or len(record.run_secs) == 0:
-        return None
-    secs = [float(getattr(x, "value", x)) for x in record.run_secs]
-    mean = sum(secs) / len(secs)
-    return None if mean >= FAILED_RUN_SECS else mean
-
-
 def tune_once(
-    key: str,
+    name: str,
+    builder: ms.builder.Builder,
     round_index: int,
     args: argparse.Namespace,
     target: tvm.target.Target,
     work_dir: Path,
 ) -> dict[str, Any]:
-    """Tune the workload once with the builder named by `key` and return the raw numbers."""
-    _, (m, n, k) = args.workload
-    mod = tvm.IRModule({"main": tvm.te.create_prim_func(te_workload.matmul(m, n, k))})
+    """Tune the workload once with ``builder`` (shown as ``name``) and return the raw numbers.
+
+    Parameters
+    ----------
+    name : str
+        The builder's name in the results (``LocalBuilder`` or ``WarmBuilder``).
+    builder : Builder
+        The builder; it is wrapped in a :class:`CountingBuilder`.
+    round_index : int
+        The round, recorded with the numbers.
+    args : argparse.Namespace
+        ``workload``, ``trials``, ``trials_per_iter`` and ``seed`` of the command line.
+    target : Target
+        The target to tune for.
+    work_dir : Path
+        The work dir of this run.
+    """
+    mod = load_workload(args.workload)
+    m, n, k = parse_matmul(args.workload) or (0, 0, 0)
     start = time.perf_counter()
-    if key == "L":
-        inner = ms.builder.LocalBuilder(
-            max_workers=args.max_workers, timeout_sec=args.builder_timeout
-        )
-    else:
-        inner = WarmBuilder(max_workers=args.max_workers, timeout_sec=args.builder_timeout)
-    builder = CountingBuilder(inner)
-    try:
-        database = ms.tune_tir(
-            mod,
-            target,
-            str(work_dir),
-            max_trials_global=args.trials,
-            num_trials_per_iter=args.trials_per_iter,
-            builder=builder,
-            runner=ms.runner.LocalRunner(),
-            seed=args.seed,
-            strategy="evolutionary",
-        )
-    finally:
-        if key == "W":
-            inner.shutdown()
+    counting = CountingBuilder(builder)
+    database = ms.tune_tir(
+        mod,
+        target,
+        str(work_dir),
+        max_trials_global=args.trials,
+        num_trials_per_iter=args.trials_per_iter,
+        builder=counting,
+        runner=ms.runner.LocalRunner(),
+        seed=args.seed,
+        strategy="evolutionary",
+    )
     wall = time.perf_counter() - start
-    latencies = [_mean_run_secs(r) for r in database.get_all_tuning_records()]
+    latencies = [latency(r.run_secs) for r in database.get_all_tuning_records()]
     valid = [x for x in latencies if x is not None]
-    best = min(valid) if valid else None
+    best_rec = best_record(database, find_workload(database, mod))
+    best = None if best_rec is None else latency(best_rec.run_secs)
     return {
         "round": round_index,
-        "builder": BUILDERS[key],
+        "builder": name,
         "wall_s": wall,
-        "build_s": builder.seconds,
-        "build_calls": builder.calls,
-        "candidates_built": builder.candidates,
-        "build_failures": builder.failures,
-        "build_timeouts": builder.timeouts,
+        "build_s": counting.seconds,
+        "build_calls": counting.calls,
+        "candidates_built": counting.candidates,
+        "build_failures": counting.failures,
+        "build_timeouts": counting.timeouts,
         "trials": len(latencies),
         "failed_trials": len(latencies) - len(valid),
         "best_latency_us": None if best is None else best * 1e6,
@@ -257,20 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
             "(interleaved: L W L W ...) and compare wall time, build timeouts and latency."
         ),
     )
-    parser.add_argument("--trials", type=_positive_int, default=128, help="max_trials_global")
+    parser.add_argument("--trials", type=positive_int, default=128, help="max_trials_global")
     parser.add_argument(
-        "--trials-per-iter", type=_positive_int, default=64, help="num_trials_per_iter"
+        "--trials-per-iter", type=positive_int, default=64, help="num_trials_per_iter"
     )
     parser.add_argument(
         "--workload",
         type=parse_workload,
-        default=parse_workload("matmul:512,512,512"),
+        default="matmul:512,512,512",
         metavar="matmul:M,N,K",
         help="float32 matmul C[M,N] = A[M,K] B[K,N] (default: matmul:512,512,512)",
     )
     parser.add_argument("--seed", type=int, default=0, help="tuning seed (default: 0)")
     parser.add_argument(
-        "--rounds", type=_positive_int, default=1, help="runs per builder, interleaved"
+        "--rounds", type=positive_int, default=1, help="runs per builder, interleaved"
     )
     parser.add_argument(
         "--builder-timeout",
@@ -280,13 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="build processes of both builders (default: number of logical CPUs)",
     )
     parser.add_argument(
         "--num-cores",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="num-cores of the llvm target (default: number of logical CPUs)",
     )
@@ -306,20 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.verbose:
         logging.getLogger("ms_droplet.builder").setLevel(logging.INFO)
-    num_cores = args.num_cores or cpu_count(logical=True)
-    target = tvm.target.Target(
-        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": num_cores}
-    )
+    target = host_target(args.num_cores or cpu_count(logical=True))
     command = shlex.join([sys.executable, "-m", "ms_droplet.bench.builder", *argv])
-    _, (m, n, k) = args.workload
+    machine = machine_info()
     info = {
         "command": command,
-        "tvm_version": tvm.__version__,
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "logical_cpus": os.cpu_count(),
+        "tvm_version": machine["tvm_version"],
+        "python": machine["python"],
+        "cpu_model": machine["cpu_model"],
+        "logical_cpus": machine["cores"],
         "target": str(target),
-        "workload": f"matmul:{m},{n},{k} float32",
+        "workload": f"{args.workload} float32",
         "seed": args.seed,
         "trials": args.trials,
         "trials_per_iter": args.trials_per_iter,
@@ -342,7 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work_dir = work_root / f"round{round_index}_{BUILDERS[key]}"
                 work_dir.mkdir(parents=True, exist_ok=True)
                 print(f"round {round_index}: tuning with {BUILDERS[key]} ...", flush=True)
-                run = tune_once(key, round_index, args, target, work_dir)
+                builder, owned = make_builder(
+                    "local" if key == "L" else "warm",
+                    args.builder_timeout,
+                    max_workers=args.max_workers,
+                )
+                try:
+                    run = tune_once(BUILDERS[key], builder, round_index, args, target, work_dir)
+                finally:
+                    if owned:
+                        builder.shutdown()
                 runs.append(run)
                 print(json.dumps(run), flush=True)
     summary = summarize(runs)

@@ -14,7 +14,13 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""One tuning run with a record of every trial, and the honest comparison at its end."""
+"""The tune driver behind ``ms-droplet tune``: one tuning run, then the honest comparison.
+
+:func:`run_tuning` tunes one workload with ``tune_tir`` (recording every trial with a
+:class:`~ms_droplet._trial_log.TrialLog`), then re-measures the best kernel after the exploration
+and the final best record interleaved in one process; :class:`TuneReport` is what it prints and
+writes to ``work_dir/report.json``.
+"""
 
 from __future__ import annotations
 
@@ -26,85 +32,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import tvm
-from tvm.ir.utils import derived_object
-from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
-from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-from ._candidates import samples_of
 from ._evaluate import measure_interleaved
+from ._factories import make_builder
+from ._records import best_record, find_workload, latency, scheduled_module
 from ._stats import median
+from ._trial_log import TrialLog
 
-__all__ = ["TrialLog", "TuneReport", "run_tuning"]
-
-
-@derived_object
-class TrialLog(PyMeasureCallback):
-    """A measure callback that keeps every trial in order: trace, median seconds, wall time.
-
-    Parameters
-    ----------
-    path : str, optional
-        Also append one JSON line per trial, ``{"ms": median ms or null, "wall_s": seconds}``,
-        to this file as the trials arrive (what ``ms-droplet bench`` resumes and plots from).
-    wall_offset : float
-        Seconds added to every wall time (the time a resumed run had already spent).
-    """
-
-    def __init__(self, path: str | None = None, *, wall_offset: float = 0.0) -> None:
-        super().__init__()
-        self.path = path
-        self.start = time.perf_counter() - wall_offset
-        self.traces: list = []
-        self.seconds: list[float | None] = []
-        self.wall: list[float] = []
-        self.build_errors = 0
-        self.timeouts = 0
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        now = time.perf_counter() - self.start
-        for cand, built, res in zip(
-            measure_candidates, builder_results, runner_results, strict=True
-        ):
-            self.traces.append(cand.sch.trace)
-            secs = samples_of(res.run_secs) if res.error_msg is None else None
-            self.seconds.append(None if secs is None else median(secs))
-            self.wall.append(now)
-            if built.error_msg is not None:
-                self.build_errors += 1
-                if "timeout" in str(built.error_msg).lower():
-                    self.timeouts += 1
-        if self.path is not None and measure_candidates:
-            self.write(self.seconds[-len(measure_candidates) :], now)
-
-    def write(self, seconds: list[float | None], wall: float) -> None:
-        """Append trials to :attr:`path` (one JSON line each) and flush them to disk."""
-        if self.path is None or not seconds:
-            return
-        lines = "".join(
-            json.dumps({"ms": None if s is None else s * 1e3, "wall_s": wall}) + "\n"
-            for s in seconds
-        )
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def best_index(self, upto: int | None = None) -> int | None:
-        """Index of the fastest recorded trial among the first ``upto``."""
-        items = [(s, i) for i, s in enumerate(self.seconds[:upto]) if s is not None]
-        return min(items)[1] if items else None
-
-    def curve(self) -> list[dict[str, float]]:
-        """Best-so-far latency by trial and by second."""
-        out, best = [], float("inf")
-        for i, (s, w) in enumerate(zip(self.seconds, self.wall, strict=True)):
-            if s is not None:
-                best = min(best, s)
-            out.append({"trial": i + 1, "wall_s": w, "best_ms": best * 1e3})
-        return out
+__all__ = ["TuneReport", "run_tuning"]
 
 
 @dataclass
@@ -158,24 +95,6 @@ class TuneReport:
         return "\n".join(lines)
 
 
-def _builder(kind: str | ms.builder.Builder, timeout: float):
-    if not isinstance(kind, str):
-        return kind, False
-    if kind == "warm":
-        from ._builder import WarmBuilder
-
-        return WarmBuilder(timeout_sec=timeout), True
-    if kind == "local":
-        return ms.builder.LocalBuilder(timeout_sec=timeout), False
-    raise ValueError(f"unknown builder {kind!r}: use 'warm' or 'local'")
-
-
-def _schedule(mod: tvm.IRModule, trace) -> tvm.IRModule:
-    sch = Schedule(mod)
-    trace.apply_to_schedule(sch, remove_postproc=False)
-    return sch.mod
-
-
 def run_tuning(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -203,7 +122,7 @@ def run_tuning(
     device instead of this machine.
     """
     log = TrialLog()
-    built, owned = _builder(builder, builder_timeout)
+    built, owned = make_builder(builder, builder_timeout)
     start = time.perf_counter()
     try:
         db = ms.tune_tir(
@@ -236,15 +155,14 @@ def run_tuning(
         curve=log.curve(),
     )
     explored = log.best_index(explore_trials)
-    final_rec = db.query_tuning_record(_normalize_mod(mod), target, "main")
+    final_rec = best_record(db, find_workload(db, mod))
     kernels: dict[str, tvm.IRModule] = {}
     if explored is not None:
         report.explored_ms = (log.seconds[explored] or 0.0) * 1e3
-        kernels["after_exploration"] = _schedule(mod, log.traces[explored])
+        kernels["after_exploration"] = scheduled_module(mod, log.traces[explored])
     if final_rec is not None:
-        secs = samples_of(final_rec.run_secs)
-        report.final_ms = None if secs is None else median(secs) * 1e3
-        kernels["final"] = _schedule(mod, final_rec.trace)
+        report.final_ms = (latency(final_rec.run_secs) or 0.0) * 1e3
+        kernels["final"] = scheduled_module(mod, final_rec.trace)
     if kernels:
         samples = measure_interleaved(
             list(kernels.values()),

@@ -1,0 +1,101 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""What a benchmark runs: :class:`BenchConfig`, and the error of a benchmark that cannot run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FIXED_SETTINGS", "STRATEGIES", "BenchConfig", "BenchError"]
+
+#: Strategies of the benchmark, in the order tables and plots show them.
+STRATEGIES = ("droplet", "evolutionary", "post_opt")
+
+#: Settings that must not change when a benchmark folder is resumed or extended.
+FIXED_SETTINGS = (
+    "trials",
+    "ratio",
+    "num_evolutionary_trials",
+    "num_trials_per_iter",
+    "pvalue",
+    "number",
+    "repeat",
+    "min_repeat_ms",
+    "rounds",
+)
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot run as asked (bad settings, a folder of another benchmark)."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run.
+
+    Attributes
+    ----------
+    workloads : tuple[str, ...]
+        Workload specs.
+    seeds : tuple[int, ...]
+        Tuning seeds; every strategy runs once per seed.
+    trials : int
+        ``B``: droplet's total budget per workload (and post_opt's).
+    ratio : int
+        ``K``: evolutionary search gets ``K * B`` trials.
+    num_evolutionary_trials : int
+        ``N``: trials explored by droplet (and post_opt) before the descent, ``N < B``.
+    strategies : tuple[str, ...]
+        A subset of ``("droplet", "evolutionary", "post_opt")``.
+    num_trials_per_iter, pvalue, number, repeat, min_repeat_ms, rounds
+        Task scheduler batch, droplet's significance level, runner settings (also used by the
+        re-measurement) and the rounds of the interleaved re-measurement.
+    """
+
+    workloads: tuple[str, ...]
+    seeds: tuple[int, ...]
+    trials: int
+    ratio: int = 5
+    num_evolutionary_trials: int = 32
+    strategies: tuple[str, ...] = STRATEGIES
+    num_trials_per_iter: int = 32
+    pvalue: float = 0.05
+    number: int = 3
+    repeat: int = 3
+    min_repeat_ms: int = 100
+    rounds: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.workloads:
+            raise BenchError("no workloads: give --suite or --workload")
+        if not self.seeds:
+            raise BenchError("no seeds: give --seeds, e.g. --seeds 0 1 2")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise BenchError(f"unknown strategies {unknown}: choose from {list(STRATEGIES)}")
+        if self.trials < 1 or self.ratio < 1 or self.rounds < 1:
+            raise BenchError("trials, ratio and rounds must be >= 1")
+        if not 1 <= self.num_evolutionary_trials < self.trials:
+            raise BenchError(
+                f"num_evolutionary_trials ({self.num_evolutionary_trials}) must be >= 1 "
+                f"and below the budget --trials ({self.trials}), or nothing is left for the "
+                "descent"
+            )
+
+    def budget(self, strategy: str) -> int:
+        """Total trials of a strategy on one workload."""
+        return self.trials * self.ratio if strategy == "evolutionary" else self.trials
