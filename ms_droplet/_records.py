@@ -39,8 +39,10 @@ from tvm.tirx import PrimFunc
 
 __all__ = [
     "FAILED_SECS",
+    "best_of",
     "best_record",
     "find_workload",
+    "first_records",
     "is_failure",
     "latency",
     "samples_of",
@@ -123,6 +125,35 @@ def best_record(database: Database, workload: Workload | None) -> TuningRecord |
         if len(top) < k:
             return None
         k *= 4
+
+
+def first_records(work_dir: str, workload: Workload, count: int) -> list[TuningRecord]:
+    """The first ``count`` records of a JSON database, in the order they were measured.
+
+    ``JSONDatabase`` appends each batch as it is committed, so the file order is the trial
+    order; the database's own API returns records sorted by latency instead. Every record is
+    read as one of ``workload`` (a benchmark work dir holds one workload).
+    """
+    import json
+    import os
+
+    from tvm.s_tir.meta_schedule.database import TuningRecord as _TuningRecord
+
+    path = os.path.join(work_dir, "database_tuning_record.json")
+    out: list[TuningRecord] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if len(out) >= count:
+                break
+            if line.strip():
+                out.append(_TuningRecord.from_json(json.loads(line)[1], workload))
+    return out
+
+
+def best_of(records: list[TuningRecord]) -> TuningRecord | None:
+    """The successful record with the lowest :func:`latency` among ``records``, or None."""
+    ok = [(latency(r.run_secs), i) for i, r in enumerate(records) if not is_failure(r)]
+    return records[min(ok)[1]] if ok else None
 
 
 def scheduled_module(mod: IRModule, trace: Trace) -> IRModule:

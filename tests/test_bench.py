@@ -28,7 +28,13 @@ import pytest
 
 from ms_droplet import cli
 from ms_droplet._stats import median
-from ms_droplet.bench._config import STRATEGIES, BenchConfig, BenchError
+from ms_droplet.bench._config import (
+    AA_CONTROL,
+    EVOLUTIONARY_AT_B,
+    STRATEGIES,
+    BenchConfig,
+    BenchError,
+)
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 
@@ -233,6 +239,37 @@ def test_report_ratios_are_paired_medians_and_geomeans(tmp_path):
     assert json.load(open(os.path.join(out, "summary.json")))["geomean"] == geo
 
 
+def test_report_paired_ratios_equal_budget_and_aa_floor(tmp_path):
+    out = str(tmp_path)
+    ms_ = 1e-3
+    secs = {
+        ("matmul:8,8,8", 0): {
+            # two rounds of three samples: droplet 1 ms then 2 ms (a slow second round)
+            "droplet": [ms_] * 3 + [2 * ms_] * 3,
+            "evolutionary": [ms_] * 3 + [2 * ms_] * 3,
+            "post_opt": [2 * ms_] * 3 + [4 * ms_] * 3,
+            EVOLUTIONARY_AT_B: [2 * ms_] * 3 + [2 * ms_] * 3,
+            AA_CONTROL: [ms_] * 3 + [2 * ms_] * 3,
+        },
+    }
+    _synthetic(out, secs=secs)
+    data = json.load(open(remeasure_path(out, "matmul:8,8,8", 0)))
+    data["rounds"] = 2
+    _write(remeasure_path(out, "matmul:8,8,8", 0), data)
+    markdown, summary = build_report(out)
+    entry = summary["workloads"]["matmul:8,8,8"]["seeds"]["0"]
+    # per-round ratios cancel the slow round: droplet/post_opt is 0.5 in both rounds
+    assert entry["paired"]["droplet/post_opt"]["ratio"] == pytest.approx(0.5)
+    assert entry["paired"]["droplet/evolutionary"]["ratio"] == pytest.approx(1.0)
+    # equal budget: rounds 0.5 and 1.0
+    assert entry["paired"][f"droplet/{EVOLUTIONARY_AT_B}"]["ratio"] == pytest.approx(0.75)
+    assert entry["paired"][f"droplet/{AA_CONTROL}"]["ci95"] == [1.0, 1.0]
+    assert f"latency droplet/{EVOLUTIONARY_AT_B}" in markdown
+    assert f"latency droplet/{AA_CONTROL}" in markdown and "(noise floor)" in markdown
+    assert f"time droplet/{AA_CONTROL}" not in markdown
+    assert summary["geomean"]["paired"]["droplet/post_opt"] == pytest.approx(0.5)
+
+
 # ----------------------------------------------------------------------------------------------
 # a real tiny bench: LocalRunner, WarmBuilder, TVM's post_optimization
 
@@ -301,7 +338,7 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
         read_trials(os.path.join(run_dir(out, WORKLOAD, "droplet", 0), "trials.jsonl"))
     )
     data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
-    assert set(data["samples"]) == {*STRATEGIES, "numpy"}
+    assert set(data["samples"]) == {*STRATEGIES, "numpy", EVOLUTIONARY_AT_B, AA_CONTROL}
     assert all(len(v) == 2 * 3 for v in data["samples"].values())  # rounds * repeat
     assert data["flop"] == 2 * 32**3
     _, summary = build_report(out)
@@ -309,6 +346,10 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
     d = median(data["samples"]["droplet"])
     e = median(data["samples"]["evolutionary"])
     assert entry["ratios"]["droplet/evolutionary"] == pytest.approx(d / e)
+    # equal-budget comparison and the A/A noise floor, as paired per-round ratios
+    assert entry["paired"][f"droplet/{EVOLUTIONARY_AT_B}"]["rounds"] == 2
+    aa = entry["paired"][f"droplet/{AA_CONTROL}"]
+    assert aa["ci95"][0] <= aa["ratio"] <= aa["ci95"][1]
     assert summary["bench"]["tvm_version"] and summary["bench"]["cpu_model"]
     assert "--trials 8" in summary["bench"]["commands"][0]
     post = entry["strategies"]["post_opt"]

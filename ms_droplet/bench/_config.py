@@ -20,10 +20,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FIXED_SETTINGS", "STRATEGIES", "BenchConfig", "BenchError"]
+__all__ = [
+    "AA_CONTROL",
+    "EVOLUTIONARY_AT_B",
+    "FIXED_SETTINGS",
+    "STRATEGIES",
+    "BenchConfig",
+    "BenchError",
+]
 
 #: Strategies of the benchmark, in the order tables and plots show them.
 STRATEGIES = ("droplet", "evolutionary", "post_opt")
+#: Re-measured kernel: the best of the evolutionary run's first B trials (equal budget).
+EVOLUTIONARY_AT_B = "evolutionary@B"
+#: Re-measured kernel: droplet's best kernel timed a second time (the A/A noise floor).
+AA_CONTROL = "droplet (A/A)"
 
 #: Settings that must not change when a benchmark folder is resumed or extended.
 FIXED_SETTINGS = (

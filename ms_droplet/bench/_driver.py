@@ -41,11 +41,18 @@ from tvm.s_tir.analysis import estimate_tir_flops
 from .._database import check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._factories import machine_info
-from .._records import best_record, find_workload, latency, scheduled_module
+from .._records import (
+    best_of,
+    best_record,
+    find_workload,
+    first_records,
+    latency,
+    scheduled_module,
+)
 from .._strategy import DropletStrategy
 from .._trial_log import TrialLog
 from .._workloads import load_workload, parse_matmul
-from ._config import BenchConfig, BenchError
+from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, BenchConfig, BenchError
 from ._layout import (
     lock_folder,
     read_trials,
@@ -329,11 +336,24 @@ def _remeasure(
     names, kernels, missing = [], [], {}
     for strategy in finished:
         db = _open_database(run_dir(out, workload, strategy, seed))
-        best = best_record(db, find_workload(db, mod))
+        wl = find_workload(db, mod)
+        best = best_record(db, wl)
         if best is None:
             missing[strategy] = "no successful measurement in its database"
         else:
             names.append(strategy)
+            kernels.append(scheduled_module(mod, best.trace))
+        if strategy == "evolutionary" and wl is not None:
+            # evolutionary at droplet's budget: the best of its first B trials, in trial order
+            early = best_of(
+                first_records(run_dir(out, workload, strategy, seed), wl, config.trials)
+            )
+            if early is not None:
+                names.append(EVOLUTIONARY_AT_B)
+                kernels.append(scheduled_module(mod, early.trace))
+        if strategy == "droplet" and best is not None:
+            # the A/A control: droplet's kernel timed a second time, to show the noise floor
+            names.append(AA_CONTROL)
             kernels.append(scheduled_module(mod, best.trace))
     extra: Sequence[Callable[[], Sequence[float]]] = ()
     sizes = parse_matmul(workload)
@@ -369,6 +389,7 @@ def _remeasure(
             "rounds": config.rounds,
             "device": "rpc" if open_session is not None else "local",
             "samples": dict(zip([*names, *(["numpy"] if extra else [])], samples, strict=True)),
+            "order": "rotating (A B C, C B A, B C A, ...)",
             "missing": missing,
         },
     )

@@ -34,13 +34,26 @@ from typing import Any
 from scipy import stats
 
 from .._stats import median
-from ._config import STRATEGIES
+from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES
 from ._layout import Remeasure, Run, load_bench, load_remeasures, load_runs
 
-__all__ = ["build_report", "geomean", "median_ci"]
+__all__ = ["build_report", "geomean", "median_ci", "paired_ratio"]
 
-_LABEL = {"droplet": "droplet", "evolutionary": "evolutionary", "post_opt": "post_opt (TVM)"}
-_RATIOS = (("droplet", "evolutionary"), ("droplet", "post_opt"))
+_LABEL = {
+    "droplet": "droplet",
+    "evolutionary": "evolutionary",
+    "post_opt": "post_opt (TVM)",
+    EVOLUTIONARY_AT_B: "evolutionary, first B trials",
+    AA_CONTROL: "droplet again (A/A control)",
+}
+#: Re-measured kernels that are not runs of their own.
+_EXTRA = (EVOLUTIONARY_AT_B, AA_CONTROL)
+_RATIOS = (
+    ("droplet", "evolutionary"),
+    ("droplet", EVOLUTIONARY_AT_B),
+    ("droplet", "post_opt"),
+    ("droplet", AA_CONTROL),
+)
 
 
 def median_ci(xs: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
@@ -86,8 +99,9 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
     remeasures = {(m.workload, m.seed): m for m in load_remeasures(out)}
     strategies = [s for s in STRATEGIES if s in bench.get("strategies", STRATEGIES)]
     workloads: dict[str, Any] = {}
+    paired: dict[str, list[float]] = {}
     pair_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS}
-    time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS}
+    time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS if b not in _EXTRA}
     for workload in bench["workloads"]:
         seeds: dict[str, Any] = {}
         for seed in bench["seeds"]:
@@ -104,6 +118,8 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
             seeds[str(seed)] = entry
             for key, value in entry["ratios"].items():
                 pair_ratios[key].append(value)
+            for key, value in entry["paired"].items():
+                paired.setdefault(key, []).append(value["ratio"])
             for key, value in entry["time_ratios"].items():
                 time_ratios[key].append(value)
         if seeds:
@@ -115,6 +131,7 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
             "latency": {k: geomean(v) for k, v in pair_ratios.items() if v},
             "tuning_time": {k: geomean(v) for k, v in time_ratios.items() if v},
             "pairs": {k: len(v) for k, v in pair_ratios.items()},
+            "paired": {k: geomean(v) for k, v in paired.items() if v},
         },
     }
     markdown = _markdown(bench, strategies, workloads, summary["geomean"])
@@ -165,15 +182,46 @@ def _seed_entry(
         entry["strategies"][strategy] = item
     if remeasure and "numpy" in remeasure.samples:
         entry["numpy"] = _latency(remeasure.samples["numpy"], flop, remeasure.rounds)
-    items = entry["strategies"]
+    entry["extra"] = {
+        name: _latency(remeasure.samples[name], flop, remeasure.rounds)
+        for name in _EXTRA
+        if remeasure and name in remeasure.samples
+    }
+    entry["paired"] = {}
+    items = {**entry["strategies"], **entry["extra"]}
     for a, b in _RATIOS:
         if "median_ms" in items.get(a, {}) and "median_ms" in items.get(b, {}):
             entry["ratios"][f"{a}/{b}"] = items[a]["median_ms"] / items[b]["median_ms"]
+            assert remeasure is not None
+            entry["paired"][f"{a}/{b}"] = paired_ratio(
+                remeasure.samples[a], remeasure.samples[b], remeasure.rounds
+            )
+        if b in _EXTRA:
+            continue
         if items.get(a, {}).get("status") == items.get(b, {}).get("status") == "finished":
             ta, tb = items[a]["tuning_seconds"], items[b]["tuning_seconds"]
             if ta > 0 and tb > 0:
                 entry["time_ratios"][f"{a}/{b}"] = ta / tb
     return entry
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float], rounds: int) -> dict[str, Any]:
+    """Median and 95 % CI of the per-round ratios ``median(a_r) / median(b_r)``.
+
+    Both kernels were timed in every round, next to each other (rotating order), so the ratio of
+    one round cancels the drift between rounds; the rounds are the paired samples.
+    """
+    per_a, per_b = _per_round(a, rounds), _per_round(b, rounds)
+    if len(per_a) != len(per_b):
+        raise ValueError("paired_ratio() needs the same number of rounds on both sides")
+    ratios = [x / y for x, y in zip(per_a, per_b, strict=True)]
+    lo, hi = median_ci(ratios)
+    return {"ratio": median(ratios), "ci95": [lo, hi], "rounds": len(ratios)}
+
+
+def _per_round(samples: Sequence[float], rounds: int) -> list[float]:
+    per = len(samples) // rounds if rounds and len(samples) % rounds == 0 else 1
+    return [median(samples[i : i + per]) for i in range(0, len(samples), per)]
 
 
 def _latency(samples: list[float], flop: float | None, rounds: int) -> dict[str, Any]:
@@ -229,9 +277,13 @@ def _markdown(
     ]
     head = ["workload"]
     head += [f"{_LABEL[s]} ms" for s in strategies]
-    ratio_keys = [f"{a}/{b}" for a, b in _RATIOS if a in strategies and b in strategies]
+    present = set(strategies) | {
+        name for data in workloads.values() for e in data["seeds"].values() for name in e["extra"]
+    }
+    ratio_keys = [f"{a}/{b}" for a, b in _RATIOS if a in present and b in present]
+    time_keys = [k for k in ratio_keys if k.split("/", 1)[1] not in _EXTRA]
     head += [f"latency {key}" for key in ratio_keys]
-    head += [f"time {key}" for key in ratio_keys]
+    head += [f"time {key}" for key in time_keys]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for workload, data in workloads.items():
         seeds = data["seeds"].values()
@@ -241,14 +293,14 @@ def _markdown(
                 e["strategies"][s]["median_ms"] for e in seeds if "median_ms" in e["strategies"][s]
             ]
             row.append(_fmt(median(meds)) if meds else "pending")
-        for group in ("ratios", "time_ratios"):
-            for key in ratio_keys:
+        for group, keys in (("ratios", ratio_keys), ("time_ratios", time_keys)):
+            for key in keys:
                 vals = [e[group][key] for e in seeds if key in e[group]]
                 row.append(_fmt(geomean(vals), ".3f") if vals else "-")
         lines.append("| " + " | ".join(row) + " |")
     row = ["**geometric mean**"] + [""] * len(strategies)
     row += [_fmt(geo["latency"].get(key), ".3f") for key in ratio_keys]
-    row += [_fmt(geo["tuning_time"].get(key), ".3f") for key in ratio_keys]
+    row += [_fmt(geo["tuning_time"].get(key), ".3f") for key in time_keys]
     lines.append("| " + " | ".join(row) + " |")
     for workload, data in workloads.items():
         lines += ["", f"## `{workload}`", ""]
@@ -281,6 +333,18 @@ def _markdown(
                     f"{item.get('trials', '-')} / {item.get('budget', '-')} | "
                     f"{item.get('failed_trials', '-')} | {_fmt(item.get('tuning_seconds'), '.1f')} "
                     f"| {note} |"
+                )
+            for name, item in entry["extra"].items():
+                lines.append(
+                    f"| {seed} | {_LABEL[name]} | {item['median_ms']:.4f} "
+                    f"[{item['ci95_ms'][0]:.4f}, {item['ci95_ms'][1]:.4f}] | "
+                    f"{_fmt(item.get('gflops'), '.2f')} | | | | same process, interleaved |"
+                )
+            for key, pr in entry["paired"].items():
+                lines.append(
+                    f"| {seed} | paired per-round ratio {key} | {pr['ratio']:.3f} "
+                    f"[{pr['ci95'][0]:.3f}, {pr['ci95'][1]:.3f}] | | | | | "
+                    f"{pr['rounds']} rounds{' (noise floor)' if key.endswith(AA_CONTROL) else ''} |"
                 )
             if "numpy" in entry:
                 npy = entry["numpy"]
