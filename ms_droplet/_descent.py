@@ -186,6 +186,9 @@ class Descent(Generic[P]):
         Challengers confirmed at once.
     speculate : bool
         Fill the slots left beside confirmations with the top challenger's own neighbours.
+    confirm_slots : int
+        Slots of a batch given to each confirmation (each after its own control): more
+        samples for the one test that decides a move.
     fill : bool
         Without ranking, when a confirmation would travel with free slots and the step's
         neighbours are all measured, measure the next step's neighbours meanwhile.
@@ -208,6 +211,7 @@ class Descent(Generic[P]):
         max_challengers: int = 1,
         speculate: bool = False,
         fill: bool = False,
+        confirm_slots: int = 1,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -230,6 +234,9 @@ class Descent(Generic[P]):
         self._max_challengers = max_challengers
         self._speculate = speculate
         self._fill = fill
+        if confirm_slots < 1:
+            raise ValueError(f"confirm_slots must be >= 1, got {confirm_slots!r}")
+        self._confirm_slots = confirm_slots
         self._incumbent = start
         self._seen.add(start.key)
         self._step = 1
@@ -284,7 +291,11 @@ class Descent(Generic[P]):
         while True:
             if self._converged or max_batch < 2:
                 return None
-            items = [Proposal("confirm", ch.neighbour) for ch in self._challengers]
+            items = [
+                Proposal("confirm", ch.neighbour)
+                for _ in range(self._confirm_slots)
+                for ch in self._challengers
+            ]
             capacity = self._capacity(max_batch)
             items = items[: max(capacity, 1)]
             self._take(items, capacity)
@@ -452,7 +463,10 @@ class Descent(Generic[P]):
         nearest_control: Callable[[int], list[float]],
     ) -> tuple[_Challenger, Comparison, list[float]] | None:
         """Test every confirmation; return the best confirmed challenger, if any."""
-        index = {p.neighbour.key: i for i, p in enumerate(proposals) if p.role == "confirm"}
+        index: dict[Hashable, list[int]] = {}
+        for i, p in enumerate(proposals):
+            if p.role == "confirm":
+                index.setdefault(p.neighbour.key, []).append(i)
         pending, self._challengers = self._challengers, []
         if not index:
             self._challengers = pending  # none was in this batch (a failed control batch)
@@ -460,14 +474,15 @@ class Descent(Generic[P]):
         alpha = self._pvalue / len(index)  # Bonferroni over the confirmations of this batch
         best: tuple[_Challenger, Comparison, list[float]] | None = None
         for ch in pending:
-            i = index.get(ch.neighbour.key)
-            if i is None:
+            slots = [i for i in index.get(ch.neighbour.key, []) if res[i]]
+            if ch.neighbour.key not in index:
                 continue
-            r = res[i]
-            if not r:
+            if not slots:
                 self._emit("reject", ch.neighbour.coordinate, message="failed when re-measured")
                 continue
-            control = nearest_control(i)
+            # every slot of the challenger, each against its own nearest controls
+            r = [x for i in slots for x in res[i]]  # type: ignore[union-attr]
+            control = [x for i in slots for x in nearest_control(i)]
             cmp = compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
@@ -482,7 +497,13 @@ class Descent(Generic[P]):
                     )
                 best = (ch, cmp, r)
             else:
-                self._emit("reject", ch.neighbour.coordinate, cmp.ratio, cmp.pvalue)
+                self._emit(
+                    "reject",
+                    ch.neighbour.coordinate,
+                    cmp.ratio,
+                    cmp.pvalue,
+                    message=f"(needed p < {alpha:.3g})",
+                )
         return best
 
     def _after_move(

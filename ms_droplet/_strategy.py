@@ -122,7 +122,8 @@ class DropletStrategy(PySearchStrategy):
     control_every : int, optional
         Re-measure the incumbent in every ``control_every``-th slot of a descent batch (and
         the first two and the last), and compare each candidate with the drift-corrected
-        controls nearest to it. None: one control at the head of the batch.
+        controls nearest to it; a challenger's confirmation then takes two slots, each after
+        its own control. None: one control at the head of the batch, one confirmation slot.
     max_challengers : int
         Challengers confirmed in one batch.
     speculate : bool
@@ -544,6 +545,7 @@ class DropletStrategy(PySearchStrategy):
             max_challengers=self.max_challengers,
             speculate=self.speculate,
             fill=self.speculate,
+            confirm_slots=2 if self.control_every is not None else 1,
         )
         run.own_seconds += time.perf_counter() - begin
         return True

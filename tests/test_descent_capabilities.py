@@ -301,3 +301,29 @@ def test_false_move_rate_with_all_capabilities_on_a_flat_landscape() -> None:
         moves,
         confirmations,
     )
+
+
+def test_two_confirmation_slots_each_after_a_control() -> None:
+    f = _one_dim({6: 0.7}, 1.0)
+    trace = Trace()
+    d = Descent(
+        nb((5,)),
+        neighbours=box_neighbours(0, 9),
+        on_event=trace.events.append,
+        control_every=4,
+        confirm_slots=2,
+        fill=True,  # the next step's neighbours travel with the confirmation
+        seed=0,
+    )
+    runner = Runner(f, seed=0, sigma=0.01, repeat=3)
+    props = d.propose(12)
+    assert props is not None
+    d.observe(runner(props))
+    assert len(trace.kinds("challenger")) == 1
+    props = d.propose(12)
+    assert props is not None
+    slots = [i for i, p in enumerate(props) if p.role == "confirm"]
+    assert len(slots) == 2
+    assert all(props[i - 1].role == "control" and i - 1 > 0 for i in slots)
+    d.observe(runner(props))
+    assert d.incumbent.point == (6,)
