@@ -93,6 +93,21 @@ SUITES: dict[str, Suite] = {
         num_evolutionary_trials=32,
         about="4 small workloads, budget 64 (evolutionary 320): about 40 minutes on 2 cores",
     ),
+    "small": Suite(
+        name="small",
+        workloads=(
+            "matmul:512,512,512",
+            "C1D:0",
+            "C2D:1",
+            "DEP:1",
+            "conv2d:1,28,28,128,128,3,1,1",
+            "conv2d:1,14,14,256,512,3,2,1",
+        ),
+        trials=64,
+        num_evolutionary_trials=32,
+        about="the small-budget regime: 4 Ansor ops and 2 ResNet-18 layers, budget 64 (use "
+        "--ratio 4 --seeds 0 1 2): about 9 minutes per workload and seed on 2 cores",
+    ),
     "paper-cpu": Suite(
         name="paper-cpu",
         workloads=(*_ansor(), *_RESNET18, *_VGG11),
