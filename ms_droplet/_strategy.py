@@ -291,6 +291,10 @@ class DropletStrategy(PySearchStrategy):
         run = self._require_run("post_tuning")
         try:
             self._stop_exploring(run)
+            if run.descent is not None:
+                _log_final_pick(run, run.descent.incumbent.key)
+        except Exception:  # a log line must never fail a tuning
+            run.logger.exception("Droplet: could not compare the final pick with the incumbent")
         finally:
             self._run = None
         if run.num_descents:
@@ -549,6 +553,30 @@ class DropletStrategy(PySearchStrategy):
         )
         run.own_seconds += time.perf_counter() - begin
         return True
+
+
+def _log_final_pick(run: _Run, incumbent_key: Any) -> None:
+    """Say whether the record stock TVM compiles (lowest mean) is the descent's incumbent."""
+    top = run.database.get_top_k(run.workload, 1)
+    if not top or is_failure(top[0]):
+        return
+    if trace_key(top[0].trace) == incumbent_key:
+        run.logger.info("Droplet: the database's best record is the descent's incumbent")
+        return
+    mine = [
+        samples_of(r.run_secs)
+        for r in run.database.get_top_k(run.workload, 256)
+        if trace_key(r.trace) == incumbent_key
+    ]
+    best_mine = min((sum(x) / len(x) for x in mine if x), default=math.nan)
+    secs = samples_of(top[0].run_secs) or [math.nan]
+    run.logger.info(
+        "Droplet: the database's best record (%.4f ms, what compile_tir picks) is not the "
+        "descent's incumbent (best record %.4f ms): it was measured in fewer batches and not "
+        "confirmed; re-measure both interleaved (ms-droplet tune does) before trusting either",
+        1e3 * sum(secs) / len(secs),
+        1e3 * best_mine,
+    )
 
 
 def _check_optional_int(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:
