@@ -561,7 +561,7 @@ def _log_final_pick(run: _Run, incumbent_key: Any) -> None:
     if not top or is_failure(top[0]):
         return
     if trace_key(top[0].trace) == incumbent_key:
-        run.logger.info("Droplet: the database's best record is the descent's incumbent")
+        run.logger.info("Droplet: the database's best record is the last descent's incumbent")
         return
     mine = [
         samples_of(r.run_secs)
@@ -571,9 +571,9 @@ def _log_final_pick(run: _Run, incumbent_key: Any) -> None:
     best_mine = min((sum(x) / len(x) for x in mine if x), default=math.nan)
     secs = samples_of(top[0].run_secs) or [math.nan]
     run.logger.info(
-        "Droplet: the database's best record (%.4f ms, what compile_tir picks) is not the "
-        "descent's incumbent (best record %.4f ms): it was measured in fewer batches and not "
-        "confirmed; re-measure both interleaved (ms-droplet tune does) before trusting either",
+        "Droplet: the database's best record (%.4f ms, what compile_tir picks) is not the last "
+        "descent's incumbent (its best record %.4f ms); records of different batches are not "
+        "comparable on a noisy machine: re-measure both interleaved (ms-droplet tune does)",
         1e3 * sum(secs) / len(secs),
         1e3 * best_mine,
     )
