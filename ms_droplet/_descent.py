@@ -486,23 +486,27 @@ class Descent(Generic[P]):
             cmp = compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
-            if cmp.significant(alpha) and (best is None or cmp.ratio < best[1].ratio):
-                if best is not None:
-                    self._emit(
-                        "reject",
-                        best[0].neighbour.coordinate,
-                        best[1].ratio,
-                        best[1].pvalue,
-                        message="another challenger was faster",
-                    )
-                best = (ch, cmp, r)
-            else:
+            if not cmp.significant(alpha):
                 self._emit(
                     "reject",
                     ch.neighbour.coordinate,
                     cmp.ratio,
                     cmp.pvalue,
                     message=f"(needed p < {alpha:.3g})",
+                )
+                continue
+            loser = None
+            if best is None or cmp.ratio < best[1].ratio:
+                loser, best = best, (ch, cmp, r)
+            else:
+                loser = (ch, cmp, r)
+            if loser is not None:
+                self._emit(
+                    "reject",
+                    loser[0].neighbour.coordinate,
+                    loser[1].ratio,
+                    loser[1].pvalue,
+                    message="(confirmed, but another challenger was faster)",
                 )
         return best
 

@@ -327,3 +327,22 @@ def test_two_confirmation_slots_each_after_a_control() -> None:
     assert all(props[i - 1].role == "control" and i - 1 > 0 for i in slots)
     d.observe(runner(props))
     assert d.incumbent.point == (6,)
+
+
+def test_a_confirmed_but_slower_challenger_is_logged_as_such() -> None:
+    f = _one_dim({4: 0.8, 6: 0.6}, 1.0)
+    trace = Trace()
+    d = Descent(
+        nb((5,)),
+        neighbours=box_neighbours(0, 9),
+        on_event=trace.events.append,
+        max_challengers=2,
+        seed=0,
+    )
+    for seed in range(2):
+        props = d.propose(8)
+        assert props is not None
+        d.observe(Runner(f, seed=seed, sigma=0.01)(props))
+    rejects = trace.kinds("reject")
+    assert [e.coordinate for e in rejects] == ["x0-1"]
+    assert "another challenger was faster" in rejects[0].message
