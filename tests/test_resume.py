@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tvm.s_tir import meta_schedule as ms
 
 from ms_droplet._records import samples_of
@@ -72,6 +73,7 @@ def _best(work_dir: Path) -> float:
     return min(sum(s) / len(s) for s in secs if s)
 
 
+@pytest.mark.tuning
 def test_kill_during_descent_then_resume(tmp_path):
     proc = _start(tmp_path, slow=1.0)
     try:

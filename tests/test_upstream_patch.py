@@ -323,6 +323,7 @@ def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.tuning
 @pytest.mark.skipif(GIT is None, reason="needs git")
 def test_patch_applies_and_tunes_without_ms_droplet(tmp_path):
     root = tmp_path / "tvm"
