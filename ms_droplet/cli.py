@@ -181,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if target is None:
         return 2
     builder, owned = make_builder(args.builder, args.builder_timeout)
-    command = "ms-droplet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "ms-droplet " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
     try:
         counts = run_bench(
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"ms_droplet {__version__}")
+    # The subcommands, one block each: add_parser, its arguments (shared groups in _cli_args) and
+    # set_defaults(func=cmd_<name>). A new command is registered here (docs/architecture.md).
     sub = parser.add_subparsers(dest="command", required=True)
     tune = sub.add_parser(
         "tune",
@@ -381,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ms-droplet``."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for the records (bench.json)
     return int(args.func(args))
 
 

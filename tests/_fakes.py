@@ -107,15 +107,23 @@ class LandscapeRunner(PyRunner):
             self.batches[-1].append(h)
             nth = self.counts.get(h, 0)
             self.counts[h] = nth + 1
-            if _unit(h, "run") < self.fail_fraction:
+            if self.fails(h):
                 res = RunnerResult(None, "fake run error")
             else:
-                base = 1e-3 * (1.0 + 4.0 * _unit(h, "latency"))
-                rng = random.Random(f"{h}:{nth}")
-                secs = [base * (1.0 + self.noise * rng.gauss(0, 1)) for _ in range(self.repeat)]
-                res = RunnerResult([max(s, 1e-6) for s in secs], None)
+                res = RunnerResult(self.samples(h, nth), None)
             futures.append(_Future(res))
         return futures
+
+    def fails(self, h: int) -> bool:
+        """Whether the run of the module with hash ``h`` fails."""
+        return _unit(h, "run") < self.fail_fraction
+
+    def samples(self, h: int, nth: int) -> list[float]:
+        """The run seconds of the ``nth`` measurement (0 first) of the module with hash ``h``."""
+        base = 1e-3 * (1.0 + 4.0 * _unit(h, "latency"))
+        rng = random.Random(f"{h}:{nth}")
+        secs = [base * (1.0 + self.noise * rng.gauss(0, 1)) for _ in range(self.repeat)]
+        return [max(s, 1e-6) for s in secs]
 
 
 def _unit(h: int, salt: str) -> float:

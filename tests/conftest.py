@@ -14,7 +14,13 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""Shared fixtures: small workloads and the host CPU target."""
+"""Shared fixtures: small workloads, the host CPU target and one warm builder per test run.
+
+Every fresh TVM process (and every builder worker) pays for importing ``tvm.s_tir.tensor_intrin``
+(30-50 s on a small machine), so tests share what they can: one ``WarmBuilder`` for the whole
+run (``warm_builder``; also handed to the command line by ``cli_warm_builder``), and processes
+are spawned only where the process itself is what a test checks.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,28 @@ def host_target(num_cores: int = 2) -> tvm.target.Target:
 @pytest.fixture(scope="session")
 def target() -> tvm.target.Target:
     return host_target()
+
+
+@pytest.fixture(scope="session")
+def warm_builder():
+    """One WarmBuilder (2 workers, started once) for every test that tunes with one."""
+    from ms_droplet import WarmBuilder
+
+    builder = WarmBuilder(max_workers=2, timeout_sec=120)
+    yield builder
+    builder.shutdown()
+
+
+@pytest.fixture
+def cli_warm_builder(monkeypatch, warm_builder):
+    """Make ``--builder warm`` of ``ms-droplet tune/bench`` use the session's warm builder.
+
+    ``--builder local`` and builder objects are unchanged.
+    """
+    from ._helpers import use_builder_for_warm
+
+    use_builder_for_warm(monkeypatch, warm_builder)
+    return warm_builder
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -37,6 +35,8 @@ from ms_droplet.bench._config import (
 )
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
+
+from ._helpers import BENCH_ARGS, WORKLOAD, run_cli, use_builder_for_warm
 
 # ----------------------------------------------------------------------------------------------
 # bad input
@@ -273,36 +273,12 @@ def test_report_paired_ratios_equal_budget_and_aa_floor(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # a real tiny bench: LocalRunner, WarmBuilder, TVM's post_optimization
 
-WORKLOAD = "matmul:32,32,32"
-BENCH_ARGS = [
-    "bench",
-    "--workload",
-    WORKLOAD,
-    "--trials",
-    "8",
-    "--num-evolutionary-trials",
-    "4",
-    "--ratio",
-    "2",
-    "--num-trials-per-iter",
-    "4",
-    "--rounds",
-    "2",
-    "--min-repeat-ms",
-    "5",
-    "--no-progress",
-]
-
 
 def _bench(out, *extra):
-    proc = subprocess.run(
-        [sys.executable, "-m", "ms_droplet.cli", *BENCH_ARGS, "--out", out, *extra],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    """The tiny bench in this process, with the session's warm builder for ``--builder warm``."""
+    code, stdout, stderr = run_cli(*BENCH_ARGS, "--out", out, *extra)
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
 
 
 def _db_lines(out, strategy):
@@ -312,9 +288,11 @@ def _db_lines(out, strategy):
 
 
 @pytest.fixture(scope="module")
-def tiny_bench(tmp_path_factory):
+def tiny_bench(tmp_path_factory, warm_builder):
     out = str(tmp_path_factory.mktemp("bench"))
-    stdout = _bench(out)
+    with pytest.MonkeyPatch.context() as mp:
+        use_builder_for_warm(mp, warm_builder)
+        stdout = _bench(out)
     return out, stdout
 
 
@@ -361,7 +339,7 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
 
 
 @pytest.mark.tuning
-def test_tiny_bench_resumes_without_redoing_finished_work(tiny_bench):
+def test_tiny_bench_resumes_without_redoing_finished_work(tiny_bench, cli_warm_builder):
     out, _ = tiny_bench
     before = {s: _db_lines(out, s) for s in STRATEGIES}
     # Interrupt the evolutionary run after 10 of its 16 trials: drop its result, its last 6
@@ -390,16 +368,11 @@ def test_tiny_bench_resumes_without_redoing_finished_work(tiny_bench):
 
 
 @pytest.mark.tuning
-def test_bench_refuses_other_settings_in_the_same_folder(tiny_bench):
+def test_bench_refuses_other_settings_in_the_same_folder(tiny_bench, cli_warm_builder):
     out, _ = tiny_bench
-    proc = subprocess.run(
-        [sys.executable, "-m", "ms_droplet.cli", *BENCH_ARGS, "--out", out, "--ratio", "3"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2
-    assert "other settings" in proc.stderr and "ratio: 2 there, 3 now" in proc.stderr
+    code, _, stderr = run_cli(*BENCH_ARGS, "--out", out, "--ratio", "3")
+    assert code == 2
+    assert "other settings" in stderr and "ratio: 2 there, 3 now" in stderr
 
 
 def test_median_ci_is_the_binomial_order_statistic_interval():

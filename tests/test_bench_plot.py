@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from ms_droplet.bench._layout import Run, run_dir, slug
-from ms_droplet.bench._plot import _series, _step_resample, _wall_steps, plot_bench
+from ms_droplet.bench._plot import plot_bench, series, step_resample, wall_steps
 
 # matplotlib is an optional dependency; the resampling helpers do not need it.
 needs_matplotlib = pytest.mark.skipif(
@@ -166,16 +166,16 @@ def test_plot_bench_without_matplotlib(bench_dir: Path, monkeypatch: pytest.Monk
 
 
 def test_step_resample_hand_values() -> None:
-    got = _step_resample([2, 4, 7], [5.0, 3.0, 1.0], [0, 1, 2, 3, 4, 6.9, 7, 10])
+    got = step_resample([2, 4, 7], [5.0, 3.0, 1.0], [0, 1, 2, 3, 4, 6.9, 7, 10])
     # before the first step: NaN; at a step: its value; after the last: the last value
     expected = [np.nan, np.nan, 5.0, 5.0, 3.0, 3.0, 1.0, 1.0]
     np.testing.assert_array_equal(got, expected)
 
 
 def test_step_resample_empty_and_mismatch() -> None:
-    assert np.isnan(_step_resample([], [], [0.0, 1.0])).all()
+    assert np.isnan(step_resample([], [], [0.0, 1.0])).all()
     with pytest.raises(ValueError, match="differ in length"):
-        _step_resample([1, 2], [1.0], [0.0])
+        step_resample([1, 2], [1.0], [0.0])
 
 
 def _run(pairs: list[tuple[float | None, float]], seed: int = 0) -> Run:
@@ -184,7 +184,7 @@ def _run(pairs: list[tuple[float | None, float]], seed: int = 0) -> Run:
 
 def test_series_trials_two_seeds_of_different_lengths() -> None:
     runs = [_run(DROPLET_SEED0, 0), _run(DROPLET_SEED1, 1)]
-    grid, med, low, high = _series(runs, axis="trials")
+    grid, med, low, high = series(runs, axis="trials")
     # seed 0 best-so-far per trial: [nan, 4, 4, 2, 2]; seed 1: [3, 3, 1] then held at 1
     np.testing.assert_array_equal(grid, [1, 2, 3, 4, 5])
     np.testing.assert_array_equal(med, [3.0, 3.5, 2.5, 1.5, 1.5])
@@ -194,7 +194,7 @@ def test_series_trials_two_seeds_of_different_lengths() -> None:
 
 def test_series_wall_two_seeds() -> None:
     runs = [_run(DROPLET_SEED0, 0), _run(DROPLET_SEED1, 1)]
-    grid, med, low, high = _series(runs, axis="wall", wall_points=4)
+    grid, med, low, high = series(runs, axis="wall", wall_points=4)
     # grid 0..3 s (the latest wall_s); seed 0: [nan, 4, 2, 2]; seed 1: [nan, 3, 3, 1]
     np.testing.assert_array_equal(grid, [0.0, 1.0, 2.0, 3.0])
     np.testing.assert_array_equal(med, [np.nan, 3.5, 2.5, 1.5])
@@ -203,25 +203,25 @@ def test_series_wall_two_seeds() -> None:
 
 
 def test_series_single_seed_uses_its_own_points() -> None:
-    grid, med, low, high = _series([_run(DROPLET_SEED0)], axis="trials")
+    grid, med, low, high = series([_run(DROPLET_SEED0)], axis="trials")
     np.testing.assert_array_equal(grid, [2, 3, 4, 5])
     np.testing.assert_array_equal(med, [4.0, 4.0, 2.0, 2.0])
     np.testing.assert_array_equal(low, med)
     np.testing.assert_array_equal(high, med)
     with pytest.raises(ValueError, match="axis"):
-        _series([_run(DROPLET_SEED0)], axis="seconds")
+        series([_run(DROPLET_SEED0)], axis="seconds")
 
 
 def test_wall_steps_follow_wall_order() -> None:
     # The second trial finished first (wall 1.0): at 1 s only its 3 ms is known.
-    walls, bests = _wall_steps(_run([(None, 0.5), (2.0, 2.0), (3.0, 1.0)]))
+    walls, bests = wall_steps(_run([(None, 0.5), (2.0, 2.0), (3.0, 1.0)]))
     np.testing.assert_array_equal(walls, [1.0, 2.0])
     np.testing.assert_array_equal(bests, [3.0, 2.0])
 
 
 def test_series_median_of_three_seeds() -> None:
     runs = [_run(DROPLET_SEED0, 0), _run(DROPLET_SEED1, 1), _run([(10.0, 0.5)], 2)]
-    grid, med, low, high = _series(runs, axis="trials")
+    grid, med, low, high = series(runs, axis="trials")
     # per trial: seed 0 [nan, 4, 4, 2, 2], seed 1 [3, 3, 1, 1, 1], seed 2 [10] held at 10
     np.testing.assert_array_equal(grid, [1, 2, 3, 4, 5])
     np.testing.assert_array_equal(med, [6.5, 4.0, 4.0, 2.0, 2.0])

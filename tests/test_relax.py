@@ -95,10 +95,8 @@ def _callbacks(recorder: RecordBatches) -> list:
 
 
 @pytest.fixture(scope="module")
-def builder():
-    b = ms_droplet.WarmBuilder(max_workers=2, timeout_sec=60)
-    yield b
-    b.shutdown()
+def builder(warm_builder):
+    return warm_builder  # the session's, started once for every test that tunes
 
 
 @pytest.fixture(scope="module")

@@ -23,52 +23,26 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from tvm.s_tir import meta_schedule as ms
 
 from ms_droplet._records import samples_of
 
+from ._helpers import tune_for_resume
+
 ROOT = Path(__file__).resolve().parents[1]
 
-_SCRIPT = textwrap.dedent(
-    """
-    import json, sys, time
-    sys.path.insert(0, {root!r})
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-    import ms_droplet
-    from ms_droplet._decisions import trace_key
-    from ms_droplet._workloads import load_workload
-    from tests._fakes import HashBuilder, LandscapeRunner
-    from tests.conftest import host_target
-
-    work_dir, batches_file, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
-
-    @derived_object
-    class Journal(PyMeasureCallback):
-        def apply(self, task_scheduler, task_id, cands, builder_results, runner_results):
-            with open(batches_file, "a") as f:
-                f.write(json.dumps([trace_key(c.sch.trace) for c in cands]) + "\\n")
-            time.sleep(slow)  # give the test time to kill us mid-descent
-
-    ms.tune_tir(
-        load_workload("matmul:64,64,64"), host_target(), work_dir,
-        max_trials_global=400, num_trials_per_iter=16,
-        strategy=ms_droplet.DropletStrategy(
-            num_evolutionary_trials=16, max_step=2,
-            evolutionary={{"population_size": 64, "genetic_num_iters": 2}}),
-        builder=HashBuilder(), runner=LandscapeRunner(),
-        cost_model=ms.cost_model.RandomModel(seed=1),
-        measure_callbacks=[ms.measure_callback.AddToDatabase(), Journal()],
-        seed=1, num_tuning_cores=1,
-    )
-    print("DONE")
-    """
-)
+# The process that is killed: the same tuning as the resumed run, journaling every batch.
+_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from tests._helpers import tune_for_resume
+tune_for_resume(sys.argv[1], sys.argv[2], float(sys.argv[3]))
+print("DONE")
+"""
 
 
 def _start(tmp_path: Path, slow: float) -> subprocess.Popen:
@@ -99,6 +73,7 @@ def _best(work_dir: Path) -> float:
     return min(sum(s) / len(s) for s in secs if s)
 
 
+@pytest.mark.tuning
 def test_kill_during_descent_then_resume(tmp_path):
     proc = _start(tmp_path, slow=1.0)
     try:
@@ -121,10 +96,9 @@ def test_kill_during_descent_then_resume(tmp_path):
     assert len(records_before) >= sum(len(b) for b in before)
     best_before = _best(wd)
 
-    resumed = _start(tmp_path, slow=0.0)
-    out, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out
-    assert "DONE" in out
+    # Resume in this process (a fresh tuning on the same work dir; only the kill needs a process
+    # of its own).
+    tune_for_resume(str(wd), str(tmp_path / "batches.jsonl"), 0.0)
     after = _batches(tmp_path)[len(before) :]
     assert after, "the resumed run measured nothing"
     # No exploration again: the resumed run starts with a descent batch (control first).

@@ -18,21 +18,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from tvm import te
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
+from ms_droplet import cli
 from ms_droplet._records import samples_of
+from ms_droplet.bench._layout import remeasure_path, run_dir
+
+from ._helpers import BENCH_ARGS, WORKLOAD
 
 pytestmark = pytest.mark.tuning
 pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado (in the test extras)")
@@ -79,8 +86,9 @@ def _wait_for_servers(port: int, n: int, timeout: float = 120.0) -> None:
     raise AssertionError(f"{n} RPC servers did not register with the tracker in {timeout} s")
 
 
-@pytest.fixture
-def fleet():
+@contextlib.contextmanager
+def _fleet():
+    """A tracker and two servers: (tracker port, [tracker, server, server] processes)."""
     port = _free_port()
     procs = [
         _spawn(
@@ -125,6 +133,20 @@ def fleet():
             _stop(proc)
 
 
+@pytest.fixture(scope="module")
+def fleet():
+    """A fleet shared by the tests that leave it intact."""
+    with _fleet() as f:
+        yield f
+
+
+@pytest.fixture
+def doomed_fleet():
+    """A fleet of its own for the test that kills one of its servers."""
+    with _fleet() as f:
+        yield f
+
+
 def _runner(port: int) -> ms.runner.RPCRunner:
     return ms.runner.RPCRunner(
         rpc_config=ms.runner.RPCConfig(
@@ -138,33 +160,44 @@ def _runner(port: int) -> ms.runner.RPCRunner:
     )
 
 
-def test_droplet_through_rpc_and_a_server_dies(fleet, target, tmp_path):
-    port, procs = fleet
-    mod = te.create_prim_func(te_workload.matmul(64, 64, 64))
-    killer = None
-    with ms_droplet.WarmBuilder(max_workers=2, timeout_sec=120) as builder:
-        # Kill one server while the tuning runs (after its first batches).
-        def kill_one():
-            time.sleep(25)
-            _stop(procs[1])
+@derived_object
+class KillAfterFirstBatch(PyMeasureCallback):
+    """Kills a server once the first batch is measured, and counts the batches after that."""
 
-        killer = threading.Thread(target=kill_one, daemon=True)
-        killer.start()
-        db = ms.tune_tir(
-            mod,
-            target,
-            str(tmp_path),
-            max_trials_global=64,
-            num_trials_per_iter=16,
-            strategy=ms_droplet.DropletStrategy(
-                num_evolutionary_trials=16, evolutionary={"population_size": 64}
-            ),
-            builder=builder,
-            runner=_runner(port),
-            seed=3,
-        )
-    killer.join()
+    def __init__(self, proc: subprocess.Popen) -> None:
+        super().__init__()
+        self.proc = proc
+        self.batches = 0
+        self.after_kill = 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.batches += 1
+        if self.batches == 1:
+            _stop(self.proc)
+        else:
+            self.after_kill += 1
+
+
+def test_droplet_through_rpc_and_a_server_dies(doomed_fleet, target, tmp_path, warm_builder):
+    port, procs = doomed_fleet
+    mod = te.create_prim_func(te_workload.matmul(64, 64, 64))
+    killer = KillAfterFirstBatch(procs[1])
+    db = ms.tune_tir(
+        mod,
+        target,
+        str(tmp_path),
+        max_trials_global=64,
+        num_trials_per_iter=16,
+        strategy=ms_droplet.DropletStrategy(
+            num_evolutionary_trials=16, evolutionary={"population_size": 64}
+        ),
+        builder=warm_builder,
+        runner=_runner(port),
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), killer],
+        seed=3,
+    )
     assert procs[1].poll() is not None, "the server was not killed during the test"
+    assert killer.after_kill >= 1, "no batch was measured after the server died"
     records = ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
     assert len(records) == len(db.get_all_tuning_records()) > 16
     ok = [r for r in records if samples_of(r.run_secs) is not None]
@@ -173,9 +206,7 @@ def test_droplet_through_rpc_and_a_server_dies(fleet, target, tmp_path):
     assert all(min(samples_of(r.run_secs)) < 1.0 for r in ok)
 
 
-def test_cli_tune_through_rpc(fleet, tmp_path, capsys):
-    from ms_droplet import cli
-
+def test_cli_tune_through_rpc(fleet, tmp_path, capsys, cli_warm_builder):
     port, _ = fleet
     code = cli.main(
         [
@@ -210,13 +241,7 @@ def test_cli_tune_through_rpc(fleet, tmp_path, capsys):
     assert len([r for r in records if samples_of(r.run_secs) is not None]) > 8
 
 
-def test_cli_bench_through_rpc(fleet, tmp_path, capsys):
-    import json
-
-    from ms_droplet import cli
-    from ms_droplet.bench._layout import remeasure_path, run_dir
-    from tests.test_bench import BENCH_ARGS, WORKLOAD
-
+def test_cli_bench_through_rpc(fleet, tmp_path, capsys, cli_warm_builder):
     port, _ = fleet
     out = str(tmp_path / "bench")
     common = ["bench", "--workload", WORKLOAD, "--out", out]

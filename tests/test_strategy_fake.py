@@ -23,6 +23,7 @@ The same paths are exercised with real builds and runs in test_tuning.py.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import tvm
@@ -173,12 +174,31 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
 
 def test_failing_runs_are_not_latencies(matmul64, target, tmp_path):
     runner = LandscapeRunner(fail_fraction=0.3)
-    db, runner = _tune(matmul64, target, tmp_path, runner=runner, trials=96)
+    # one descent (no exploration slice after it converges): every batch after the first 16
+    # trials is a descent batch
+    db, runner = _tune(matmul64, target, tmp_path, runner=runner, trials=96, when_converged="stop")
     records = db.get_all_tuning_records()
     assert len(records) == sum(len(b) for b in runner.batches)
     failed = [r for r in records if samples_of(r.run_secs) is None]
     assert failed, "the fake runner should have failed some candidates"
-    assert len(_descent_batches(runner, 16)) >= 1
+    descent = _descent_batches(runner, 16)
+    assert len(descent) >= 1
+    # Failed records are stored as failures (never a sentinel read as a latency)...
+    measured = [h for b in runner.batches for h in b]
+    assert len(failed) == sum(1 for h in measured if runner.fails(h))
+    # ...the descent starts from the fastest exploration record that did run...
+    explored = [h for b in runner.batches[: len(runner.batches) - len(descent)] for h in b]
+    ran = [h for h in explored if not runner.fails(h)]
+    best = min(ran, key=lambda h: sum(runner.samples(h, 0)) / len(runner.samples(h, 0)))
+    assert descent[0][0] == best, "the descent did not start from the best successful record"
+    # ...and a failed candidate never becomes the incumbent (the in-batch control, first) nor a
+    # challenger confirmed by re-measuring it (second, measured before).
+    earlier = set(explored)
+    for batch in descent:
+        assert not runner.fails(batch[0]), "a failed candidate became the incumbent"
+        if len(batch) > 1 and batch[1] in earlier:
+            assert not runner.fails(batch[1]), "a failed candidate was taken for a challenger"
+        earlier.update(batch)
 
 
 def test_everything_fails_ends_the_task(matmul64, target, tmp_path):
@@ -201,11 +221,32 @@ def test_multi_task_module(target, tmp_path):
             "scale": scale.with_attr("global_symbol", "scale"),
         }
     )
-    db, _ = _tune(mod, target, tmp_path, trials=64, evo_trials=8)
-    workloads = {str(r.workload.mod.get_global_vars()[0]) for r in db.get_all_tuning_records()}
-    assert len({tvm.ir.save_json(r.workload.mod) for r in db.get_all_tuning_records()}) == 2, (
-        workloads
-    )
+    db, runner = _tune(mod, target, tmp_path, trials=64, evo_trials=8)
+    records = db.get_all_tuning_records()
+    workloads = {str(r.workload.mod.get_global_vars()[0]) for r in records}
+    assert len({tvm.ir.save_json(r.workload.mod) for r in records}) == 2, workloads
+    # TVM cloned the strategy per task: each task explored on its own, and the two share the
+    # global budget (a task that runs out of candidates leaves its budget to the other).
+    per_task: dict[str, int] = {}
+    for r in records:
+        key = tvm.ir.save_json(r.workload.mod)
+        per_task[key] = per_task.get(key, 0) + 1
+    assert all(n >= 1 for n in per_task.values()), per_task
+    # TVM's task scheduler checks the global budget before it asks a task for a batch, so the
+    # last batch may overshoot it (by less than one batch of 16)
+    assert sum(per_task.values()) == sum(len(b) for b in runner.batches) < 64 + 16
+    logs = {
+        name: (tmp_path / "logs" / name).read_text()
+        for name in os.listdir(tmp_path / "logs")
+        if "task" in name
+    }
+    matmul_logs = [text for name, text in logs.items() if name.endswith("_matmul.log")]
+    assert len(matmul_logs) == 1, sorted(logs)
+    # The matmul task has coordinates: its exploration ended and its own descent ran.
+    assert "Droplet: exploring with EvolutionarySearch for 8 trial(s)" in matmul_logs[0]
+    assert "from the best record not descended from yet" in matmul_logs[0]
+    n_matmul = max(per_task.values())
+    assert n_matmul > 8, "the matmul task measured nothing after its exploration"
 
 
 def _two_matmuls():

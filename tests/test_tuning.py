@@ -133,10 +133,9 @@ def test_matmul_with_local_builder(target, tmp_path):
     _check(db, rec, mod, 16, tmp_path)
 
 
-def test_conv2d_with_warm_builder(target, tmp_path):
+def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):
     mod = te.create_prim_func(te_workload.conv2d_nhwc(1, 14, 14, 16, 16, 3, 1, 1))
-    with ms_droplet.WarmBuilder(max_workers=2, timeout_sec=120) as builder:
-        db, rec = _tune(
-            mod, target, tmp_path, trials=40, per_iter=16, evo_trials=8, builder=builder
-        )
+    db, rec = _tune(
+        mod, target, tmp_path, trials=40, per_iter=16, evo_trials=8, builder=warm_builder
+    )
     _check(db, rec, mod, 8, tmp_path)

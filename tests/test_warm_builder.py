@@ -183,6 +183,7 @@ def test_unregistered_f_build_fails_at_start_up():
 # ---- building with one shared builder --------------------------------------------------------
 
 
+@pytest.mark.tuning
 def test_builds_are_correct_and_workers_are_reused(builder):
     first = builder.build(_inputs(_matmul(), _matmul(8), _matmul(16), _matmul(32), _matmul(4)))
     assert [r.error_msg for r in first] == [None] * 5
@@ -212,6 +213,7 @@ def test_builds_are_correct_and_workers_are_reused(builder):
     assert all(0 < t < 1 for t in result.run_secs)
 
 
+@pytest.mark.tuning
 def test_hanging_candidate_times_out_and_is_replaced(builder):
     before = set(builder.worker_pids)
     results = builder.build(_inputs(_matmul(8), _matmul(name="hang"), _matmul(16), _matmul(4)))
@@ -230,6 +232,7 @@ def test_hanging_candidate_times_out_and_is_replaced(builder):
     _assert_runs_correctly(again[1].artifact_path)
 
 
+@pytest.mark.tuning
 def test_crash_and_exception_fail_only_their_candidate(builder):
     before = set(builder.worker_pids)
     results = builder.build(
@@ -246,6 +249,7 @@ def test_crash_and_exception_fail_only_their_candidate(builder):
     _assert_runs_correctly(results[3].artifact_path)
 
 
+@pytest.mark.tuning
 @pytest.mark.skipif(
     tvm.get_global_func("target.build.cuda", allow_missing=True) is None,
     reason="needs TVM's CUDA codegen",
@@ -268,6 +272,7 @@ def test_cuda_target_builds_without_gpu(builder):
         assert "devc.o" in tar.getnames()  # the embedded device module
 
 
+@pytest.mark.tuning
 def test_shutdown_kills_all_workers(builder):
     pids = builder.worker_pids
     assert len(pids) == 2
@@ -335,6 +340,7 @@ else:
 """
 
 
+@pytest.mark.tuning
 def test_no_worker_survives_its_process(tmp_path):
     """Exit without shutdown() (after recycling a worker), Ctrl-C and SIGKILL during a hang.
 

@@ -14,7 +14,11 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""Benchmark commands for ms_droplet (run as ``python -m ms_droplet.bench.<name>``).
+"""Benchmarks: ``ms-droplet bench / report / plot`` and ``python -m ms_droplet.bench.builder``.
 
-These are measurement tools, not tests: they tune real workloads and take minutes to hours.
+``_config`` (what to run), ``_suites`` (named workload lists), ``_layout`` (the folder on disk,
+its provenance and lock), ``_driver`` (the runs and the interleaved re-measurement),
+``_post_opt`` (TVM's post_optimization as a strategy), ``_report`` and ``_plot`` (tables and
+curves from the folder), ``builder`` (LocalBuilder against WarmBuilder). These are measurement
+tools, not tests: they tune real workloads and take minutes to hours.
 """

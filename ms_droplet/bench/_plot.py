@@ -33,7 +33,7 @@ import numpy as np
 from ._config import STRATEGIES
 from ._layout import Run, load_bench, load_runs, slug
 
-__all__ = ["plot_bench"]
+__all__ = ["plot_bench", "series", "step_resample", "wall_steps"]
 
 #: Points of the common wall-time grid on which the seeds of one strategy are resampled.
 _WALL_POINTS = 200
@@ -45,7 +45,7 @@ _LABELS = {"post_opt": "post_opt (TVM)"}
 _MISSING_MPL = "plotting needs matplotlib: pip install 'ms_droplet[plot]'"
 
 
-def _step_resample(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float]) -> np.ndarray:
+def step_resample(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float]) -> np.ndarray:
     """Sample a right-continuous step function at the points of a grid.
 
     Parameters
@@ -78,7 +78,7 @@ def _step_resample(xs: Sequence[float], ys: Sequence[float], grid: Sequence[floa
     return out
 
 
-def _wall_steps(run: Run) -> tuple[np.ndarray, np.ndarray]:
+def wall_steps(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """Best-so-far ms as a step function of wall seconds, from the first success.
 
     Trials are taken in order of their ``wall_s`` (which need not follow the trial order), so
@@ -97,12 +97,12 @@ def _wall_steps(run: Run) -> tuple[np.ndarray, np.ndarray]:
 def _steps(run: Run, axis: str) -> tuple[np.ndarray, np.ndarray]:
     """The best-so-far step function of one run along ``axis`` ("trials" or "wall")."""
     if axis == "wall":
-        return _wall_steps(run)
+        return wall_steps(run)
     nums, _, bests = run.curve()
     return np.asarray(nums, dtype=float), np.asarray(bests, dtype=float)
 
 
-def _series(
+def series(
     runs: Sequence[Run], *, axis: str, wall_points: int = _WALL_POINTS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Median, min and max best-so-far over the seeds of one strategy, on a common grid.
@@ -134,7 +134,7 @@ def _series(
     else:
         end = max((float(t["wall_s"]) for r in runs for t in r.trials), default=0.0)
         grid = np.linspace(0.0, end, wall_points)
-    stack = np.vstack([_step_resample(*_steps(r, axis), grid) for r in runs])
+    stack = np.vstack([step_resample(*_steps(r, axis), grid) for r in runs])
     med = np.full(grid.shape, np.nan)
     low = np.full(grid.shape, np.nan)
     high = np.full(grid.shape, np.nan)
@@ -238,7 +238,7 @@ def plot_bench(out: str, *, dest: str | None = None) -> list[str]:
             style = "-" if all(r.finished for r in srs) else "--"
             label = _LABELS.get(strategy, strategy)
             for ax, axis in ((ax_trials, "trials"), (ax_wall, "wall")):
-                grid, med, low, high = _series(srs, axis=axis)
+                grid, med, low, high = series(srs, axis=axis)
                 if not np.isfinite(med).any():
                     continue
                 ax.plot(

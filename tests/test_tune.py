@@ -1,0 +1,105 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""``ms-droplet tune`` on this machine: run_tuning, TuneReport and report.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tvm.s_tir import meta_schedule as ms
+
+from ms_droplet._records import best_record, find_workload, latency
+from ms_droplet._stats import median
+from ms_droplet._tune import TuneReport
+from ms_droplet._workloads import load_workload
+
+from ._helpers import run_cli
+
+WORKLOAD = "matmul:32,32,32"
+
+
+@pytest.mark.tuning
+def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builder):
+    code, out, err = run_cli(
+        "tune",
+        "--workload",
+        WORKLOAD,
+        "--trials",
+        "16",
+        "--num-evolutionary-trials",
+        "8",
+        "--num-trials-per-iter",
+        "8",
+        "--num-cores",
+        "2",
+        "--rounds",
+        "2",
+        "--min-repeat-ms",
+        "5",
+        "--work-dir",
+        str(tmp_path),
+    )
+    assert code == 0, out[-3000:] + err[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    records = db.get_all_tuning_records()
+    # Every trial is in the report's curve and in the database.
+    assert report["workload"] == WORKLOAD and report["strategy"] == "droplet"
+    assert report["trials"] == len(report["curve"]) == len(records) > 8
+    assert report["explore_trials"] == 8
+    assert report["flop"] == 2 * 32**3
+    assert [p["trial"] for p in report["curve"]] == list(range(1, report["trials"] + 1))
+    bests = [p["best_ms"] for p in report["curve"]]
+    assert bests == sorted(bests, reverse=True)
+    # The exploration's best is the curve after 8 trials; the final kernel is the database's
+    # best record, with the package's one latency statistic.
+    assert report["explored_ms"] == pytest.approx(report["curve"][7]["best_ms"])
+    best = best_record(db, find_workload(db, load_workload(WORKLOAD)))
+    assert report["final_ms"] == pytest.approx(1e3 * latency(best.run_secs))
+    assert report["final_ms"] == pytest.approx(bests[-1])
+    # Both kernels were re-measured interleaved: rounds x repeat samples each.
+    assert set(report["remeasured"]) == {"after_exploration", "final"}
+    assert all(len(v) == 2 * 3 for v in report["remeasured"].values())
+    assert "best kernels re-measured interleaved (median of the rounds):" in out
+    for label, key in (("after exploration (8 trials)", "after_exploration"), ("final (", "final")):
+        row = next(line for line in out.splitlines() if line.strip().startswith(label))
+        assert f"{median(report['remeasured'][key]) * 1e3:.4f} ms" in row
+    a, b = (median(report["remeasured"][k]) for k in ("after_exploration", "final"))
+    assert f"speed-up of the final kernel over the exploration best: {a / b:.3f}x" in out
+
+
+def test_report_without_remeasurement_shows_the_recorded_latencies():
+    report = TuneReport(
+        workload="matmul:8,8,8",
+        target="znver4",
+        strategy="droplet",
+        trials=12,
+        build_errors=1,
+        build_timeouts=1,
+        tuning_seconds=3.0,
+        flop=2e6,
+        explore_trials=8,
+        explored_ms=2.0,
+        final_ms=1.0,
+    )
+    text = report.format(wall_seconds=4.0)
+    assert "trials: 12 (1 build errors, 1 timeouts)" in text
+    assert "best kernels as recorded by the runner (not re-measured here):" in text
+    assert "after exploration (8 trials)" in text and "final (12 trials)" in text
+    assert "1.00 GFLOP/s" in text and "2.00 GFLOP/s" in text  # 2e6 flop in 2 ms and in 1 ms
+    assert "speed-up" not in text
