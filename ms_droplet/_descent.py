@@ -47,7 +47,7 @@ from collections.abc import Callable, Hashable, Iterable, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from ._stats import Comparison, compare, median
+from ._stats import Comparison, compare, compare_slots, median
 
 __all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Role"]
 
@@ -127,17 +127,20 @@ class _Queue:
     steps: dict[Hashable, int] = field(default_factory=dict)
 
 
+def _usable_controls(controls: list[int]) -> list[int]:
+    """The head control warms the runner up: left out when at least two others ran."""
+    usable = [c for c in controls if c != 0]
+    return usable if len(usable) >= 2 else controls
+
+
 def _control_samples(i: int, controls: list[int], res: list[list[float] | None]) -> list[float]:
     """The control samples to compare slot ``i`` with, corrected for a drift over the batch.
 
-    The head control warms the runner up: it is left out when at least two other controls
-    ran. Of the others, the nearest before and after slot ``i`` are pooled, each scaled to
+    Of the usable controls, the nearest before and after slot ``i`` are pooled, each scaled to
     slot ``i`` by a geometric interpolation of their medians (a linear drift in log time
     cancels out).
     """
-    usable = [c for c in controls if c != 0]
-    if len(usable) < 2:
-        usable = controls
+    usable = _usable_controls(controls)
     before = [c for c in usable if c < i]
     after = [c for c in usable if c > i]
     if before and after:
@@ -148,6 +151,21 @@ def _control_samples(i: int, controls: list[int], res: list[list[float] | None])
         return [x * at_i / ma for x in res[a]] + [x * at_i / mb for x in res[b]]  # type: ignore[union-attr]
     c = before[-1] if before else after[0]
     return list(res[c])  # type: ignore[arg-type]
+
+
+def _slot_comparison(
+    slots: list[int], controls: list[int], res: list[list[float] | None]
+) -> Comparison | None:
+    """Slot-level test of the candidate at ``slots`` (None: too few controls for it)."""
+    usable = _usable_controls(controls)
+    if len(usable) < 4:
+        return None
+    return compare_slots(
+        [float(i) for i in slots],
+        [math.log(median(res[i])) for i in slots],  # type: ignore[arg-type]
+        [float(c) for c in usable],
+        [math.log(median(res[c])) for c in usable],  # type: ignore[arg-type]
+    )
 
 
 class Descent(Generic[P]):
@@ -336,14 +354,14 @@ class Descent(Generic[P]):
         def nearest_control(i: int) -> list[float]:
             return _control_samples(i, controls, res)
 
-        moved = self._observe_confirmations(proposals, res, nearest_control)
+        moved = self._observe_confirmations(proposals, res, controls, nearest_control)
         promising: list[tuple[Comparison, Neighbour, list[float], list[float]]] = []
         here = self._estimates.get(self._incumbent.key, 0.0)
         for i, (prop, r) in enumerate(zip(proposals, res, strict=True)):
             if prop.role != "explore" or r is None or prop.speculative:
                 continue
             control = nearest_control(i)
-            cmp = compare(r, control)
+            cmp = _slot_comparison([i], controls, res) or compare(r, control)
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
             if cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0):
                 promising.append((cmp, prop.neighbour, r, control))
@@ -460,6 +478,7 @@ class Descent(Generic[P]):
         self,
         proposals: list[Proposal],
         res: list[list[float] | None],
+        controls: list[int],
         nearest_control: Callable[[int], list[float]],
     ) -> tuple[_Challenger, Comparison, list[float]] | None:
         """Test every confirmation; return the best confirmed challenger, if any."""
@@ -483,7 +502,7 @@ class Descent(Generic[P]):
             # every slot of the challenger, each against its own nearest controls
             r = [x for i in slots for x in res[i]]  # type: ignore[union-attr]
             control = [x for i in slots for x in nearest_control(i)]
-            cmp = compare(r, control)
+            cmp = _slot_comparison(slots, controls, res) or compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
             if not cmp.significant(alpha):

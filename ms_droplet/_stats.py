@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["Comparison", "compare", "median"]
+__all__ = ["Comparison", "compare", "compare_slots", "median"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,60 @@ def compare(challenger: Sequence[float], control: Sequence[float]) -> Comparison
     if math.isnan(pvalue):
         pvalue = 1.0
     return Comparison(ratio=ratio, pvalue=pvalue)
+
+
+def compare_slots(
+    positions: Sequence[float],
+    logs: Sequence[float],
+    control_positions: Sequence[float],
+    control_logs: Sequence[float],
+) -> Comparison:
+    """Compare a candidate with the incumbent slot by slot, against the batch's control trend.
+
+    Samples of one slot are taken back to back and move together; what varies is the slot. So
+    each slot gives one observation (its log median), and the incumbent's latency along the batch
+    is a straight line fitted to the control slots' log medians (a drift over the runner call is
+    the trend, the scatter around it the slot noise). The candidate's slots are compared with the
+    line's prediction at their positions: a one-sided t-test of the mean log ratio with the
+    prediction variance of the fit and ``len(control_logs) - 2`` degrees of freedom.
+
+    Parameters
+    ----------
+    positions, logs : Sequence[float]
+        Slot positions and log medians of the candidate (one or more slots).
+    control_positions, control_logs : Sequence[float]
+        The same for the control slots (at least four, for two degrees of freedom).
+
+    Returns
+    -------
+    comparison : Comparison
+        ``exp(mean log ratio)`` and the one-sided p-value that the candidate is faster.
+    """
+    if not logs or len(logs) != len(positions):
+        raise ValueError("compare_slots() needs one position per candidate slot")
+    m = len(control_logs)
+    if m < 4 or len(control_positions) != m:
+        raise ValueError("compare_slots() needs at least four control slots")
+    xbar = sum(control_positions) / m
+    ybar = sum(control_logs) / m
+    sxx = sum((x - xbar) ** 2 for x in control_positions)
+    slope = (
+        sum((x - xbar) * (y - ybar) for x, y in zip(control_positions, control_logs, strict=True))
+        / sxx
+        if sxx > 0
+        else 0.0
+    )
+    resid = [
+        y - (ybar + slope * (x - xbar))
+        for x, y in zip(control_positions, control_logs, strict=True)
+    ]
+    var = max(sum(r * r for r in resid) / (m - 2), 1e-8)  # identical controls: still a test
+    n = len(logs)
+    diffs = [y - (ybar + slope * (x - xbar)) for x, y in zip(positions, logs, strict=True)]
+    mean = sum(diffs) / n
+    # Var(mean) = var * (1/n + Var of the line's mean prediction at the candidate's positions)
+    pbar = sum(positions) / n
+    lever = 1.0 / m + ((pbar - xbar) ** 2 / sxx if sxx > 0 else 0.0)
+    se = math.sqrt(var * (1.0 / n + lever))
+    pvalue = float(stats.t.cdf(mean / se, df=m - 2))
+    return Comparison(ratio=math.exp(mean), pvalue=pvalue)
