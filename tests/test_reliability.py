@@ -352,3 +352,32 @@ def test_one_trial_per_batch_is_refused_for_droplet(tmp_path, capsys):
     with pytest.raises(ValueError, match="num_trials_per_iter >= 2"):
         ms_droplet.relax.tune_relax(None, None, "llvm", str(tmp_path), 4, num_trials_per_iter=1)
     assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+# ------------------------------------------------------------------------------------------
+# Items 6 and 7: what the README tells a new user
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def test_readme_first_python_example_uses_the_warm_builder():
+    section = _readme_section("Use it from Python")
+    begin = section.index("```python")
+    first_example = section[begin : section.index("\n```", begin + 1)]
+    first_call = first_example[first_example.index("ms.tune_tir(") :]
+    first_call = first_call[: first_call.index("\n)")]
+    assert "builder=ms_droplet.WarmBuilder()" in first_call
+
+
+def test_readme_rpc_section_warns_and_binds_a_trusted_interface():
+    section = _readme_section("Measuring on a fleet (RPC)")
+    words = " ".join(section.split())
+    assert "no authentication" in words and "runs any code that is uploaded" in words
+    commands = [line for line in section.splitlines() if line.startswith("python -m tvm.exec.rpc")]
+    starts = [c for c in commands if "rpc_tracker" in c or "rpc_server" in c]
+    assert starts and all("--host" in c and "0.0.0.0" not in c for c in starts)
