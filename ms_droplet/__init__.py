@@ -21,6 +21,7 @@ Importing the package makes ``strategy="droplet"`` work in ``ms.tune_tir`` / ``m
 """
 
 from ._builder import WarmBuilder
+from ._lock import WorkDirLocked
 from ._registry import is_registered, register, unregister
 from ._strategy import DropletStrategy
 from ._version import __version__
@@ -28,6 +29,7 @@ from ._version import __version__
 __all__ = [
     "DropletStrategy",
     "WarmBuilder",
+    "WorkDirLocked",
     "__version__",
     "is_registered",
     "register",

@@ -33,6 +33,7 @@ __all__ = [
     "add_tune_args",
     "int_at_least",
     "non_negative_int",
+    "positive_float",
     "positive_int",
     "pvalue",
 ]
@@ -59,6 +60,17 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (0.0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 (seconds), got {text}")
+    return value
+
+
 def pvalue(text: str) -> float:
     try:
         value = float(text)
@@ -81,7 +93,12 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 def add_measure_args(p: argparse.ArgumentParser, *, per_iter: int) -> None:
     p.add_argument("--pvalue", type=pvalue, default=0.05, help="droplet: significance level")
-    p.add_argument("--num-trials-per-iter", type=positive_int, default=per_iter)
+    p.add_argument(
+        "--num-trials-per-iter",
+        type=positive_int,
+        default=per_iter,
+        help=f"candidates measured per batch (default {per_iter}; droplet needs >= 2)",
+    )
     p.add_argument("--number", type=positive_int, default=3, help="runner: runs per sample")
     p.add_argument("--repeat", type=positive_int, default=3, help="runner: samples")
     p.add_argument("--min-repeat-ms", type=non_negative_int, default=100, help="runner")
@@ -92,7 +109,9 @@ def add_measure_args(p: argparse.ArgumentParser, *, per_iter: int) -> None:
         help="warm: ms_droplet's WarmBuilder (workers kept across builds); local: TVM's "
         "LocalBuilder",
     )
-    p.add_argument("--builder-timeout", type=float, default=60.0, help="seconds per candidate")
+    p.add_argument(
+        "--builder-timeout", type=positive_float, default=60.0, help="seconds per candidate (> 0)"
+    )
     rpc = p.add_argument_group("measuring on a fleet through TVM's RPC tracker")
     rpc.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="tracker address")
     rpc.add_argument("--rpc-key", default=None, help="device key the servers registered with")

@@ -68,7 +68,8 @@ def parse_target(spec: str, num_cores: int | None = None) -> tvm.target.Target:
     ------
     ValueError
         For text that is not ``host`` or a JSON object, an invalid target, a CPU target without
-        ``num-cores``, or a kind that cannot be measured here; the message names the fix.
+        ``num-cores`` (or with one below 1), a CPU LLVM does not know, or a kind that cannot be
+        measured here; the message names the fix.
     """
     if spec == "host":
         return host_target(num_cores)
@@ -87,6 +88,17 @@ def parse_target(spec: str, num_cores: int | None = None) -> tvm.target.Target:
         raise ValueError(f"invalid --target {spec!r}: {err}") from None
     if target.kind.name == "llvm" and "num-cores" not in config:
         raise ValueError('a CPU --target needs "num-cores" (MetaSchedule requires it)')
+    cores = config.get("num-cores")
+    if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
+        raise ValueError(f'"num-cores" of --target must be a whole number >= 1, got {cores!r}')
+    mcpu = config.get("mcpu")
+    if target.kind.name == "llvm" and mcpu is not None:
+        triple = str(target.attrs.get("mtriple") or tvm.target.codegen.llvm_get_system_triple())
+        if not tvm.target.codegen.llvm_is_valid_cpu(str(mcpu), triple):
+            raise ValueError(
+                f"LLVM does not know the CPU {mcpu!r} (mcpu of --target) for {triple}; use "
+                f"one it knows, e.g. this machine's {tvm.target.codegen.llvm_get_system_cpu()!r}"
+            )
     if target.kind.name not in ("llvm", "c"):
         raise ValueError(
             f"target kind {target.kind.name!r} cannot be measured on this machine "

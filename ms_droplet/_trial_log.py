@@ -23,12 +23,12 @@ run seconds; None for a failure), so trials and database records share one stati
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
+from ._files import append_lines
 from ._records import latency
 
 __all__ = ["TrialLog"]
@@ -73,28 +73,31 @@ class TrialLog(PyMeasureCallback):
             self.write(self.seconds[-len(measure_candidates) :], now)
 
     def write(self, seconds: list[float | None], wall: float) -> None:
-        """Append trials to :attr:`path` (one JSON line each) and flush them to disk."""
+        """Append trials to :attr:`path` (one JSON line each) and flush them to disk.
+
+        A cut-off last line left in the file by a crash is moved aside first, so that the new
+        lines never merge with it (see :func:`~ms_droplet._files.append_lines`).
+        """
         if self.path is None or not seconds:
             return
-        lines = "".join(
-            json.dumps({"ms": None if s is None else s * 1e3, "wall_s": wall}) + "\n"
-            for s in seconds
+        append_lines(
+            self.path,
+            [json.dumps({"ms": None if s is None else s * 1e3, "wall_s": wall}) for s in seconds],
         )
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
 
     def best_index(self, upto: int | None = None) -> int | None:
         """Index of the fastest recorded trial among the first ``upto``."""
         items = [(s, i) for i, s in enumerate(self.seconds[:upto]) if s is not None]
         return min(items)[1] if items else None
 
-    def curve(self) -> list[dict[str, float]]:
-        """Best-so-far latency by trial and by second."""
-        out, best = [], float("inf")
+    def curve(self) -> list[dict[str, float | None]]:
+        """Best-so-far latency by trial and by second (``best_ms`` None before a success)."""
+        out: list[dict[str, float | None]] = []
+        best: float | None = None
         for i, (s, w) in enumerate(zip(self.seconds, self.wall, strict=True)):
             if s is not None:
-                best = min(best, s)
-            out.append({"trial": i + 1, "wall_s": w, "best_ms": best * 1e3})
+                best = s if best is None else min(best, s)
+            out.append(
+                {"trial": i + 1, "wall_s": w, "best_ms": None if best is None else best * 1e3}
+            )
         return out

@@ -24,7 +24,6 @@ writes to ``work_dir/report.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from tvm.s_tir.analysis import estimate_tir_flops
 
 from ._evaluate import measure_interleaved
 from ._factories import make_builder
+from ._files import write_json
 from ._records import best_record, find_workload, latency, scheduled_module
 from ._stats import median
 from ._trial_log import TrialLog
@@ -60,7 +60,7 @@ class TuneReport:
     explored_ms: float | None = None
     final_ms: float | None = None
     remeasured: dict[str, list[float]] = field(default_factory=dict)
-    curve: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, float | None]] = field(default_factory=list)
 
     def _row(self, name: str, ms_: float) -> str:
         gflops = self.flop / (ms_ * 1e-3) / 1e9
@@ -174,6 +174,6 @@ def run_tuning(
             session=None if open_session is None else open_session(),
         )
         report.remeasured = dict(zip(kernels, samples, strict=True))
-    with open(os.path.join(work_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(asdict(report), f, indent=1)
+    # Strict JSON: a latency that is not a finite number is written as null, never Infinity.
+    write_json(os.path.join(work_dir, "report.json"), asdict(report))
     return report

@@ -65,7 +65,9 @@ def load_workload(spec: str) -> tvm.IRModule:
     Raises
     ------
     ValueError
-        For an unknown name, an index out of range or a malformed spec, with the valid forms.
+        For an unknown name, an index out of range or a malformed spec, with the valid forms;
+        for a TVMScript file that does not run (Python syntax error, TVMScript error, any
+        exception), with the file, line and message.
     FileNotFoundError
         For a TVMScript path that does not exist.
     """
@@ -121,6 +123,21 @@ def _from_tvmscript(path: str) -> tvm.IRModule:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)  # the user's own workload file
+    except SyntaxError as err:
+        where = f"{path}:{err.lineno}" if err.lineno else path
+        raise ValueError(
+            f"{where}: Python syntax error in the workload file: {err.msg}; fix the file "
+            "(it must define a TVMScript IRModule or PrimFunc)"
+        ) from None
+    except tvm.error.DiagnosticError as err:
+        # TVMScript's parser reports through a diagnostic: show it, not just the hint line.
+        raise ValueError(
+            f"{path}: TVMScript error in the workload file:\n{str(err).strip()}\nfix the file"
+        ) from None
+    except Exception as err:  # the user's own code: any error is a bad workload file
+        raise ValueError(
+            f"{path}: running the workload file raised {type(err).__name__}: {err}; fix the file"
+        ) from None
     finally:
         sys.modules.pop(mod_name, None)
     scope = vars(module)

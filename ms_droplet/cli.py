@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from ._cli_args import add_bench_args, add_tune_args
+from ._lock import WorkDirLocked, lock_work_dir
 
 __all__ = ["build_parser", "main"]
 
@@ -59,13 +60,20 @@ def _runner_factory(args: argparse.Namespace):
     )
 
 
+_PER_ITER_ERROR = (
+    "error: --num-trials-per-iter {n} leaves no room for droplet's descent, which measures "
+    "the incumbent beside at least one neighbour in every batch; use --num-trials-per-iter 2 "
+    "or more (the default is fine), or --strategy evolutionary"
+)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune one workload and print the result."""
-
-    from . import DropletStrategy
-    from ._tune import TuneReport, run_tuning
     from ._workloads import load_workload
 
+    if args.strategy == "droplet" and args.num_trials_per_iter < 2:
+        print(_PER_ITER_ERROR.format(n=args.num_trials_per_iter), file=sys.stderr)
+        return 2
     try:
         mod = load_workload(args.workload)
     except (ValueError, FileNotFoundError) as err:
@@ -84,6 +92,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"error: --work-dir {work_dir!r} is not writable: {err}", file=sys.stderr)
         return 2
+    try:
+        lock = lock_work_dir(
+            work_dir,
+            owner="ms-droplet tune",
+            fix="two tunings in one work dir would mix their records; wait for it to finish, "
+            "or give another --work-dir",
+        )
+    except WorkDirLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with lock:
+        return _tune_locked(args, mod, target, work_dir)
+
+
+def _tune_locked(args: argparse.Namespace, mod, target, work_dir: str) -> int:
+    """The rest of ``cmd_tune``, holding the work dir's lock."""
+    from . import DropletStrategy
+    from ._tune import TuneReport, run_tuning
+
     if not _database_ok(work_dir):
         return 2
     if args.strategy == "droplet":
@@ -158,6 +185,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             return 2
         strategies.remove("post_opt")
+    if "droplet" in strategies and args.num_trials_per_iter < 2:
+        print(_PER_ITER_ERROR.format(n=args.num_trials_per_iter), file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(
+            f"error: --out {args.out!r} is a file; give a folder (new, or one of an earlier "
+            "`ms-droplet bench` to resume it)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = BenchConfig(
             workloads=tuple(args.workload or suite.workloads),
@@ -254,9 +291,9 @@ def _database_ok(work_dir: str) -> bool:
         return True
     for prob in problems:
         print(f"error: unreadable database record: {prob}", file=sys.stderr)
-    if all(p.is_last_line for p in problems):
+    if all(p.droppable for p in problems):
         print(
-            "a crash left a truncated last line; drop it (a backup is kept) with:\n"
+            "drop those lines (they hold no record; a backup is kept) with:\n"
             f"  ms-droplet db repair {work_dir}",
             file=sys.stderr,
         )
@@ -272,10 +309,19 @@ def cmd_db(args: argparse.Namespace) -> int:
             problems = check_database(args.work_dir)
             for prob in problems:
                 print(prob)
-            print("database OK" if not problems else f"{len(problems)} unreadable line(s)")
+            print(
+                "database OK"
+                if not problems
+                else f"{len(problems)} line(s) TVM cannot load"
+                + (
+                    f"; drop them with `ms-droplet db repair {args.work_dir}`"
+                    if all(p.droppable for p in problems)
+                    else ""
+                )
+            )
             return 1 if problems else 0
         backups = repair_database(args.work_dir)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, WorkDirLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for backup in backups:
@@ -358,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser(
         "db",
         help="check or repair a MetaSchedule JSON database",
-        description="check: list unreadable lines of WORK_DIR's database files. repair: drop a "
-        "truncated last line (left by a crash mid-write) after writing a .bak copy; broken lines "
-        "elsewhere are reported and never dropped.",
+        description="check: list the lines of WORK_DIR's database files that TVM cannot load "
+        "(cut-off, blank, or valid JSON of the wrong shape), with the fix; exit code 1 if any. "
+        "repair: drop blank lines and a truncated last line (left by a crash mid-write) after "
+        "writing a .bak copy, atomically and holding the work dir's lock; other broken lines are "
+        "reported and never dropped.",
     )
     db.add_argument("action", choices=["check", "repair"])
     db.add_argument("work_dir", help="the tuning work dir holding database_*.json")

@@ -83,6 +83,7 @@ from tvm.tirx import PrimFunc
 
 from ._builder import WarmBuilder
 from ._database import DATABASE_FILES
+from ._lock import lock_work_dir
 from ._records import best_record, find_workload, latency, workload_records
 from ._registry import KIND
 from ._strategy import DropletStrategy
@@ -354,7 +355,78 @@ def tune_relax(
     -------
     database : Database
         The database holding the tuning records.
+
+    Raises
+    ------
+    ms_droplet.WorkDirLocked
+        When another process (another ``tune_relax``, ``ms-droplet tune`` or ``db repair``)
+        holds ``work_dir``: two tunings in one work dir would mix their records.
+    ValueError
+        For a Droplet strategy with ``num_trials_per_iter < 2`` (its descent measures the
+        incumbent beside at least one neighbour in every batch).
     """
+    if _is_droplet(strategy):
+        strategy = DropletStrategy()
+    if isinstance(strategy, DropletStrategy) and num_trials_per_iter < 2:
+        raise ValueError(
+            f"num_trials_per_iter={num_trials_per_iter} leaves no room for Droplet's descent, "
+            "which measures the incumbent beside at least one neighbour in every batch; use "
+            "num_trials_per_iter >= 2"
+        )
+    with lock_work_dir(
+        work_dir,
+        owner="ms_droplet.relax.tune_relax",
+        fix="two tunings in one work dir would mix their records; wait for it to finish, or "
+        "give another work_dir",
+    ):
+        return _tune_relax_locked(
+            mod,
+            params,
+            target,
+            work_dir,
+            max_trials_global,
+            max_trials_per_task,
+            op_names,
+            num_trials_per_iter=num_trials_per_iter,
+            builder=builder,
+            runner=runner,
+            database=database,
+            cost_model=cost_model,
+            measure_callbacks=measure_callbacks,
+            task_scheduler=task_scheduler,
+            space=space,
+            strategy=strategy,
+            seed=seed,
+            module_equality=module_equality,
+            prepare=prepare,
+            resume=resume,
+        )
+
+
+def _tune_relax_locked(
+    mod: ModLike,
+    params: dict[str, Tensor] | None,
+    target: TargetLike,
+    work_dir: str,
+    max_trials_global: int,
+    max_trials_per_task: int | None,
+    op_names: list[str] | None,
+    *,
+    num_trials_per_iter: int,
+    builder: BuilderLike,
+    runner: Runner.RunnerType,
+    database: Database.DatabaseType,
+    cost_model: CostModel.CostModelType,
+    measure_callbacks: MeasureCallback.CallbackListType,
+    task_scheduler: TaskScheduler.TaskSchedulerType,
+    space: SpaceGenerator.SpaceGeneratorType,
+    strategy: SearchStrategy.SearchStrategyType,
+    seed: int | None,
+    module_equality: str,
+    prepare: bool,
+    resume: bool,
+) -> Database:
+    """:func:`tune_relax` after its checks, holding ``work_dir``'s lock."""
     mod = _as_module(mod)
     target = _as_target(target)
     if prepare:
@@ -365,8 +437,6 @@ def tune_relax(
             "tune_relax: the module has no TIR function, so there is nothing to tune; "
             "legalize and fuse it first (prepare=True does)"
         )
-    if _is_droplet(strategy):
-        strategy = DropletStrategy()
     if resume:
         existing = _existing_records(database, work_dir, module_equality)
         if existing:

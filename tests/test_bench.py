@@ -395,8 +395,8 @@ def test_two_benches_never_share_a_folder(tmp_path):
         with pytest.raises(BenchError, match="another `ms-droplet bench` is running"):
             lock_folder(str(tmp_path))
     finally:
-        held.close()
-    lock_folder(str(tmp_path)).close()  # free again once the first one is gone
+        held.release()
+    lock_folder(str(tmp_path)).release()  # free again once the first one is gone
 
 
 def test_report_flags_a_post_opt_whose_droplet_failed_everything(tmp_path):

@@ -41,6 +41,7 @@ from tvm.s_tir.analysis import estimate_tir_flops
 from .._database import check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._factories import machine_info
+from .._lock import WorkDirLocked, lock_work_dir
 from .._records import (
     best_of,
     best_record,
@@ -135,7 +136,7 @@ def run_bench(
             console_level=console_level,
         )
     finally:
-        lock.close()
+        lock.release()
 
 
 def _run_jobs(
@@ -207,12 +208,14 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="run", disable=not enabled, dynamic_ncols=True)
 
 
-def _open_database(work_dir: str) -> ms.database.JSONDatabase:
+def _open_database(work_dir: str, *, locked: bool = False) -> ms.database.JSONDatabase:
+    """The run's JSON database, after dropping a truncated last line (``locked``: we hold
+    the run dir's lock already)."""
     problems = check_database(work_dir)
     if problems:
         # A run killed mid-write leaves a truncated last line: drop it (a backup is kept).
         # Broken lines elsewhere make repair_database raise, and nothing is changed.
-        for backup in repair_database(work_dir):
+        for backup in repair_database(work_dir, lock=not locked):
             logger.warning("dropped a truncated database line; the original is %s", backup)
     return ms.database.JSONDatabase(work_dir=work_dir)
 
@@ -239,11 +242,48 @@ def _tune_run(
     result_path = os.path.join(work_dir, "result.json")
     if os.path.exists(result_path):
         return False
-    os.makedirs(work_dir, exist_ok=True)
+    # The run dir's own lock keeps `ms-droplet tune` and `db repair` out of it meanwhile.
+    try:
+        lock = lock_work_dir(
+            work_dir,
+            owner="ms-droplet bench",
+            fix=f"a bench is tuning into {work_dir}; wait for it before using it",
+        )
+    except WorkDirLocked as err:
+        raise BenchError(str(err)) from None
+    with lock:
+        return _tune_locked_run(
+            work_dir,
+            workload,
+            strategy,
+            seed,
+            config,
+            mod=mod,
+            target=target,
+            builder=builder,
+            runner=runner,
+            console_level=console_level,
+        )
+
+
+def _tune_locked_run(
+    work_dir: str,
+    workload: str,
+    strategy: str,
+    seed: int,
+    config: BenchConfig,
+    *,
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    builder: ms.builder.Builder,
+    runner: ms.runner.Runner,
+    console_level: int | None = None,
+) -> bool:
+    result_path = os.path.join(work_dir, "result.json")
     trials_path = os.path.join(work_dir, "trials.jsonl")
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
-    done = _num_records(_open_database(work_dir))
+    done = _num_records(_open_database(work_dir, locked=True))
     explore_budget = (
         config.num_evolutionary_trials if strategy == "post_opt" else config.budget(strategy)
     )
@@ -270,7 +310,9 @@ def _tune_run(
             seed=seed,
         )
     error = None
-    explored = _num_records(_open_database(work_dir)) if strategy == "post_opt" else None
+    explored = (
+        _num_records(_open_database(work_dir, locked=True)) if strategy == "post_opt" else None
+    )
     if explored is not None and explored <= config.num_evolutionary_trials:
         # (More records mean PostOpt appended its best one: it finished before a crash.)
         # A PostOpt interrupted earlier starts over: drop the trial lines it had logged.
@@ -284,7 +326,7 @@ def _tune_run(
         )
     tuning_seconds = time.perf_counter() - log.start
     trials = read_trials(trials_path)
-    db = _open_database(work_dir)
+    db = _open_database(work_dir, locked=True)
     best = best_record(db, find_workload(db, mod))
     best_ms = None if best is None else 1e3 * (latency(best.run_secs) or 0.0)
     write_json(

@@ -42,8 +42,10 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
+from .._files import write_json as _write_json
+from .._lock import WorkDirLock, WorkDirLocked, lock_work_dir
 from ._config import FIXED_SETTINGS, STRATEGIES, BenchError
 
 __all__ = [
@@ -235,38 +237,39 @@ def load_remeasures(out: str) -> list[Remeasure]:
 # Writing: the folder lock, bench.json with its provenance, atomic JSON files
 
 
-def lock_folder(out: str) -> IO[str]:
+def lock_folder(out: str) -> WorkDirLock:
     """Hold ``DIR/.lock`` so that two benches never tune into the same folder at once.
 
-    Returns the open lock file; closing it releases the lock.
+    Returns the held lock; :meth:`~ms_droplet._lock.WorkDirLock.release` (or closing the
+    ``with`` block) releases it.
 
     Raises
     ------
     BenchError
-        When another process holds the lock.
+        When another process holds the lock (the message names it), or ``out`` cannot be
+        created as a folder (it is a file, or not writable).
     """
-    import fcntl
-
-    os.makedirs(out, exist_ok=True)
-    f = open(os.path.join(out, ".lock"), "a", encoding="utf-8")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BenchError(f"--out {out!r} is a file, not a folder; give a folder (new or existing)")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise BenchError(
-            f"another `ms-droplet bench` is running into {out}; wait for it or use another --out"
-        ) from None
-    return f
+        return lock_work_dir(
+            out,
+            owner="ms-droplet bench",
+            fix=f"another `ms-droplet bench` is running into {out}; wait for it or use another "
+            "--out",
+        )
+    except WorkDirLocked as err:
+        raise BenchError(str(err)) from None
+    except OSError as err:
+        raise BenchError(f"--out {out!r} cannot be used as a folder: {err}") from None
 
 
 def write_json(path: str, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically (a crash leaves the old file or the new one)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` atomically (a crash leaves the old file or the new one).
+
+    Strict JSON: a number that is not finite is written as null, never ``Infinity``.
+    """
+    _write_json(path, data)
 
 
 def write_bench_json(

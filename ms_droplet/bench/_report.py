@@ -25,7 +25,6 @@ percent between calls.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 from scipy import stats
 
+from .._files import replace_atomically, write_json
 from .._stats import median
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES
 from ._layout import Remeasure, Run, load_bench, load_remeasures, load_runs
@@ -135,10 +135,8 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
         },
     }
     markdown = _markdown(bench, strategies, workloads, summary["geomean"])
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
-    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
+    replace_atomically(os.path.join(out, "report.md"), markdown.encode("utf-8"))
+    write_json(os.path.join(out, "summary.json"), summary)  # strict JSON: inf/nan become null
     return markdown, summary
 
 
