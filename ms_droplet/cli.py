@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -516,6 +517,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tune_args(tune)
     tune.set_defaults(func=cmd_tune)
+    from . import _cli_tune_model
+
+    tune_model = sub.add_parser(
+        "tune-model", help=_cli_tune_model.HELP, description=_cli_tune_model.DESCRIPTION
+    )
+    _add_target_args(tune_model)
+    _add_measure_args(tune_model, per_iter=64)
+    _cli_tune_model.add_arguments(tune_model)
+    tune_model.set_defaults(
+        func=functools.partial(
+            _cli_tune_model.run, make_target=_make_target, runner_factory=_runner_factory
+        )
+    )
     bench = sub.add_parser(
         "bench",
         help="compare droplet, evolutionary (K x the budget) and TVM's post_optimization",

@@ -84,6 +84,13 @@ from tvm.tirx import PrimFunc
 
 from ._builder import WarmBuilder
 from ._candidates import samples_of
+from ._onnx_tuning import (
+    ModelTuneReport,
+    OnnxModelError,
+    OutputMismatchError,
+    TuneModelError,
+    tune_onnx,
+)
 from ._registry import KIND
 from ._strategy import DropletStrategy
 
@@ -99,13 +106,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DropletTuneIRMod",
+    "ModelTuneReport",
+    "OnnxModelError",
+    "OutputMismatchError",
     "TaskSummary",
+    "TuneModelError",
     "compile_relax",
     "extract_tasks",
     "format_summary",
     "legalize_and_fuse",
     "legalize_and_fuse_pass",
     "summarize_tuning",
+    "tune_onnx",
     "tune_relax",
 ]
 
