@@ -17,8 +17,10 @@
 """``ms-droplet tune-model`` and ``ms_droplet.relax.tune_onnx`` on tiny ONNX models built in code.
 
 The bad-input tests and the ``--trials 0`` tests (import, compile, export, check against
-onnxruntime, no tuning) are fast. The ``tuning`` tests share one real tuning of the tiny CNN
-(WarmBuilder, LocalRunner, 20 trials) and a resumed copy of it.
+onnxruntime, no tuning) are fast and run the command line. The ``tuning`` tests share one real
+tuning of the tiny CNN (``tune_onnx``, the function the command runs, with a WarmBuilder started
+once for the module and TVM's LocalRunner, 20 trials), then resume a copy of it with the command
+(same budget: nothing measured) and with the function (a larger budget).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 
+import ms_droplet  # noqa: E402
 from ms_droplet import _onnx  # noqa: E402
 from ms_droplet import relax as droplet_relax  # noqa: E402
 from ms_droplet.cli import main  # noqa: E402
@@ -212,12 +215,36 @@ def test_python_api_without_tuning(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory) -> tuple[str, Path]:
+def builder():
+    b = ms_droplet.WarmBuilder(max_workers=2, timeout_sec=60)
+    yield b
+    b.shutdown()
+
+
+def _tune(model: str, out: Path, trials: int, builder) -> droplet_relax.ModelTuneReport:
+    """What ``ms-droplet tune-model`` runs, with the module's warm builder (started once)."""
+    return droplet_relax.tune_onnx(
+        model,
+        host_target(),
+        str(out),
+        trials,
+        builder=builder,
+        runner=ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=2, min_repeat_ms=10)
+        ),
+        num_evolutionary_trials=4,
+        timing_rounds=2,
+        repeat=2,
+        min_repeat_ms=10,
+    )
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, builder) -> tuple[str, Path]:
     base = tmp_path_factory.mktemp("tune_model")
     model = save(tiny_cnn(), base / "tiny.onnx")
     out = base / "out"
-    code = _cli(model, out, "--trials", str(TRIALS), "--num-evolutionary-trials", "4", *FAST)
-    assert code == 0
+    _tune(model, out, TRIALS, builder)
     return model, out
 
 
@@ -246,7 +273,7 @@ def test_tune_model_end_to_end(tuned) -> None:
     }
     md = (out / "report.md").read_text()
     assert "tuned (A/A)" in md and "fused_conv2d" in md
-    # the exported library applies the records: the conv task's function is a tuned schedule
+    # the exported library runs by itself and agrees with onnxruntime on other inputs
     lib = tvm.runtime.load_module(str(out / "model.so"))
     x = np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype(np.float32)
     got = relax.VirtualMachine(lib, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -255,7 +282,7 @@ def test_tune_model_end_to_end(tuned) -> None:
 
 
 @pytest.mark.tuning
-def test_tune_model_resumes_and_measures_nothing_twice(tuned, tmp_path: Path) -> None:
+def test_tune_model_resumes_and_measures_nothing_twice(tuned, builder, tmp_path: Path) -> None:
     model, first = tuned
     out = tmp_path / "resumed"
     shutil.copytree(first, out)
@@ -268,8 +295,7 @@ def test_tune_model_resumes_and_measures_nothing_twice(tuned, tmp_path: Path) ->
     assert _records(out) == before
     assert report["check"]["tuned"]["passed"] is True
     # a larger budget measures only the difference, and keeps every earlier record
-    more = ["--trials", str(before + 8), "--num-evolutionary-trials", "4"]
-    assert _cli(model, out, *more, *FAST) == 0
+    _tune(model, out, before + 8, builder)
     report = _report(out)
     after = _records(out)
     assert before + 8 <= after <= before + 8 + report["num_tasks"]
