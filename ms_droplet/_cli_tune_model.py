@@ -93,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="droplet: trials per task explored before the descent (default: trials / (2 x "
         "tasks), between 8 and 300)",
     )
+    parser.add_argument(
+        "--population-size",
+        type=_count,
+        default=None,
+        help="population of the evolutionary search (default: TVM's 512; smaller searches "
+        "faster per batch)",
+    )
     parser.add_argument("--seed", type=_count, default=0, help="tuning and input seed")
     parser.add_argument("--rtol", type=_tolerance, default=1e-4, help="output check (1e-4)")
     parser.add_argument("--atol", type=_tolerance, default=1e-5, help="output check (1e-5)")
@@ -168,6 +175,7 @@ def run(
             strategy=args.strategy,
             num_evolutionary_trials=args.num_evolutionary_trials,
             pvalue=args.pvalue,
+            population_size=args.population_size or None,
             seed=args.seed,
             check=not remote,
             rtol=args.rtol,

@@ -458,6 +458,7 @@ def tune_onnx(
     strategy: Any = "droplet",
     num_evolutionary_trials: int | None = None,
     pvalue: float = 0.05,
+    population_size: int | None = None,
     cost_model: Any = "xgb",
     seed: int = 0,
     check: bool = True,
@@ -512,6 +513,10 @@ def tune_onnx(
         [8, 300], so that half of a task's share is left for the descent.
     pvalue : float
         Droplet's significance level (with ``strategy="droplet"``).
+    population_size : Optional[int]
+        The population of the evolutionary search (with ``strategy="droplet"`` or
+        ``"evolutionary"``); None: TVM's default (512). Smaller populations search faster per
+        batch, which matters on small machines with many tasks.
     cost_model : Union[str, CostModel]
         The cost model of the exploration.
     seed : int
@@ -594,10 +599,21 @@ def tune_onnx(
         explore = num_evolutionary_trials
         if explore is None:
             explore = max(8, min(300, max_trials_global // (2 * num_tasks)))
-        strategy = DropletStrategy(num_evolutionary_trials=explore, pvalue=pvalue)
+        evolutionary = {} if population_size is None else {"population_size": population_size}
+        strategy = DropletStrategy(
+            num_evolutionary_trials=explore, pvalue=pvalue, evolutionary=evolutionary
+        )
+    elif isinstance(strategy, str) and strategy == "evolutionary" and population_size:
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=population_size)
     elif isinstance(strategy, DropletStrategy):
         explore = strategy.num_evolutionary_trials
-    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    strategy_name = (
+        "droplet"
+        if isinstance(strategy, DropletStrategy)
+        else strategy
+        if isinstance(strategy, str)
+        else type(strategy).__name__
+    )
 
     before = _records_in(work_dir)
     remaining = max(max_trials_global - before, 0)
