@@ -26,6 +26,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -123,6 +124,10 @@ def _input_shapes(texts: list[str]) -> dict[str | None, tuple[int, ...]]:
     return shapes
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(
     args: argparse.Namespace,
     *,
@@ -145,6 +150,9 @@ def run(
         # The progress bar is the display; MetaSchedule's tables stay in DIR/logs.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     remote = open_session is not None
+    # SIGTERM (e.g. from `timeout`) ends the run like Ctrl-C: builders shut down and the tuning
+    # time of the interrupted run is kept in DIR/history.jsonl.
+    signal.signal(signal.SIGTERM, _interrupt)
     from ._onnx_tuning import OnnxModelError, OutputMismatchError, TuneModelError, tune_onnx
     from .relax import TaskSummary, format_summary
 
@@ -201,6 +209,7 @@ def run(
         )
         return 130
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if isinstance(builder, WarmBuilder):
             builder.shutdown()
     print("\nper-task records in the database:")

@@ -25,7 +25,8 @@ into one folder, which is also MetaSchedule's work dir::
       tune_model.json     the model's SHA-256, input shapes, target (a rerun must match)
       model.so            the tuned library (relax VM executable, ``export_library``)
       report.json, report.md   output check, end-to-end latencies, per-task records
-      history.jsonl       one line per run: trials so far, tuning time, latencies
+      history.jsonl       one line per run: trials so far, tuning time, latencies (a run
+                          interrupted while tuning leaves a line with "interrupted": true)
 
 Running it again with the same folder continues: the records already in the database count
 toward the budget (a run whose budget is spent measures nothing and only compiles, checks and
@@ -644,6 +645,18 @@ def tune_onnx(
                 strategy=strategy,
                 seed=seed,
             )
+    except BaseException:  # Ctrl-C, SIGTERM (the CLI raises KeyboardInterrupt): keep the time
+        _append_history(
+            work_dir,
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "interrupted": True,
+                "trials_in_database": _records_in(work_dir),
+                "trials": counter.trials,
+                "tuning_seconds": time.perf_counter() - start,
+            },
+        )
+        raise
     finally:
         counter.close()
     tuning_seconds = time.perf_counter() - start if remaining > 0 else 0.0
@@ -791,5 +804,9 @@ def _write(report: ModelTuneReport, work_dir: str) -> None:
             for name, b in report.timing.get("builds", {}).items()
         },
     }
+    _append_history(work_dir, line)
+
+
+def _append_history(work_dir: str, line: Mapping[str, Any]) -> None:
     with open(os.path.join(work_dir, HISTORY), "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
