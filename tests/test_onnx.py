@@ -197,6 +197,18 @@ def test_output_mismatch_is_an_error(tmp_path: Path, monkeypatch, capsys) -> Non
     assert "skipped" in report["timing"]
 
 
+def test_interrupted_tuning_keeps_its_time(tmp_path: Path, monkeypatch, capsys) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C, or SIGTERM through the CLI's handler, raises
+
+    monkeypatch.setattr(droplet_relax, "tune_relax", interrupted)
+    out = tmp_path / "out"
+    assert _cli(save(tiny_cnn(), tmp_path / "m.onnx"), out, "--trials", "8", *FAST) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err
+    (line,) = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert line["interrupted"] is True and line["trials"] == 0 and line["tuning_seconds"] >= 0
+
+
 def test_python_api_without_tuning(tmp_path: Path) -> None:
     model = tiny_cnn()
     report = droplet_relax.tune_onnx(
