@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shlex
@@ -27,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from ._cli_args import add_bench_args, add_tune_args
+from ._cli_args import add_bench_args, add_measure_args, add_target_args, add_tune_args
 from ._lock import WorkDirLocked, lock_work_dir
 
 __all__ = ["build_parser", "main"]
@@ -42,6 +43,13 @@ def _target(args: argparse.Namespace):
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def _parse_target(spec: str, num_cores: int | None):
+    """``parse_target`` imported on first use (TVM loads only for commands that need it)."""
+    from ._factories import parse_target
+
+    return parse_target(spec, num_cores)
 
 
 def _runner_factory(args: argparse.Namespace):
@@ -370,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tune_args(tune)
     tune.set_defaults(func=cmd_tune)
+    from . import _cli_tune_model
+
+    tune_model = sub.add_parser(
+        "tune-model", help=_cli_tune_model.HELP, description=_cli_tune_model.DESCRIPTION
+    )
+    add_target_args(tune_model)
+    add_measure_args(tune_model, per_iter=64)
+    _cli_tune_model.add_arguments(tune_model)
+    tune_model.set_defaults(
+        func=functools.partial(
+            _cli_tune_model.run, make_target=_parse_target, runner_factory=_runner_factory
+        )
+    )
     bench = sub.add_parser(
         "bench",
         help="compare droplet, evolutionary (K x the budget) and TVM's post_optimization",

@@ -84,6 +84,13 @@ from tvm.tirx import PrimFunc
 from ._builder import WarmBuilder
 from ._database import DATABASE_FILES
 from ._lock import lock_work_dir
+from ._onnx_tuning import (
+    ModelTuneReport,
+    OnnxModelError,
+    OutputMismatchError,
+    TuneModelError,
+    tune_onnx,
+)
 from ._records import best_record, find_workload, latency, workload_records
 from ._registry import KIND
 from ._strategy import DropletStrategy
@@ -100,13 +107,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DropletTuneIRMod",
+    "ModelTuneReport",
+    "OnnxModelError",
+    "OutputMismatchError",
     "TaskSummary",
+    "TuneModelError",
     "compile_relax",
     "extract_tasks",
     "format_summary",
     "legalize_and_fuse",
     "legalize_and_fuse_pass",
     "summarize_tuning",
+    "tune_onnx",
     "tune_relax",
 ]
 
