@@ -127,6 +127,14 @@ class _Queue:
     steps: dict[Hashable, int] = field(default_factory=dict)
 
 
+def _ran(res: list[list[float] | None], i: int) -> list[float]:
+    """The samples of slot ``i``, which ran (callers only pass slots that did)."""
+    samples = res[i]
+    if samples is None:
+        raise ValueError(f"slot {i} has no samples")
+    return samples
+
+
 def _usable_controls(controls: list[int]) -> list[int]:
     """The head control warms the runner up: left out when at least two others ran."""
     usable = [c for c in controls if c != 0]
@@ -145,12 +153,12 @@ def _control_samples(i: int, controls: list[int], res: list[list[float] | None])
     after = [c for c in usable if c > i]
     if before and after:
         a, b = before[-1], after[0]
-        ma, mb = median(res[a]), median(res[b])  # type: ignore[arg-type]
+        sa, sb = _ran(res, a), _ran(res, b)
+        ma, mb = median(sa), median(sb)
         w = (i - a) / (b - a)
         at_i = ma ** (1.0 - w) * mb**w
-        return [x * at_i / ma for x in res[a]] + [x * at_i / mb for x in res[b]]  # type: ignore[union-attr]
-    c = before[-1] if before else after[0]
-    return list(res[c])  # type: ignore[arg-type]
+        return [x * at_i / ma for x in sa] + [x * at_i / mb for x in sb]
+    return list(_ran(res, before[-1] if before else after[0]))
 
 
 def _slot_comparison(
@@ -162,9 +170,9 @@ def _slot_comparison(
         return None
     return compare_slots(
         [float(i) for i in slots],
-        [math.log(median(res[i])) for i in slots],  # type: ignore[arg-type]
+        [math.log(median(_ran(res, i))) for i in slots],
         [float(c) for c in usable],
-        [math.log(median(res[c])) for c in usable],  # type: ignore[arg-type]
+        [math.log(median(_ran(res, c))) for c in usable],
     )
 
 
@@ -500,7 +508,7 @@ class Descent(Generic[P]):
                 self._emit("reject", ch.neighbour.coordinate, message="failed when re-measured")
                 continue
             # every slot of the challenger, each against its own nearest controls
-            r = [x for i in slots for x in res[i]]  # type: ignore[union-attr]
+            r = [x for i in slots for x in _ran(res, i)]
             control = [x for i in slots for x in nearest_control(i)]
             cmp = _slot_comparison(slots, controls, res) or compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches

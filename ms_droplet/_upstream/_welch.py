@@ -129,13 +129,19 @@ _TTEST_CALL = re.compile(
 )
 
 
+_TCDF_CALL = re.compile(r"\bstats\.t\.cdf\((?P<x>[^,()]+), df=(?P<df>[^()]+)\)")
+
+
 def stats_fallback(source: str, header_end: int) -> str:
-    """Make the t-test of ``_stats`` work without scipy."""
+    """Make the t-tests of ``_stats`` work without scipy."""
     source, count = _TTEST_CALL.subn(
         r"\g<indent>pvalue = _welch_less_pvalue(\g<a>, \g<b>)\n", source
     )
     if count != 1:
         raise UpstreamError("_stats.py: the scipy t-test call to replace was not found")
+    source, count = _TCDF_CALL.subn(r"_student_t_cdf(\g<x>, \g<df>)", source)
+    if count != 1:
+        raise UpstreamError("_stats.py: the scipy t CDF call to replace was not found")
     if re.search(r"\bstats\.", source):
         raise UpstreamError("_stats.py uses scipy.stats beyond ttest_ind: extend the fallback")
     lines = source.splitlines(keepends=True)
