@@ -119,3 +119,20 @@ def tune_for_resume(work_dir: str, batches_file: str, slow: float) -> None:
         seed=1,
         num_tuning_cores=1,
     )
+
+
+def assert_only_controls_and_confirmations_repeat(
+    batch: list, earlier: set, *, max_challengers: int = 2
+) -> None:
+    """The descent's re-measurement rule for one batch of keys, in measuring order.
+
+    The incumbent (first in its batch) may repeat as often as it is a control; besides it only
+    confirmations are measured again: at most ``max_challengers`` earlier keys, two slots each.
+    A batch of the exploration (all new, all distinct) passes too.
+    """
+    control = batch[0]
+    again = [k for k in batch if k in earlier and k != control]
+    assert len(set(again)) <= max_challengers, "a neighbour was measured again"
+    for k in set(batch) - {control}:
+        n = batch.count(k)
+        assert n == 1 or (n == 2 and k in earlier), "a candidate was measured twice in a batch"

@@ -211,7 +211,9 @@ def test_kills_at_several_points_lose_and_duplicate_nothing(tmp_path):
     db = ms.database.JSONDatabase(work_dir=str(wd))  # stock TVM loads it
     records = db.get_all_tuning_records()
     lines = (wd / "database_tuning_record.json").read_text().splitlines()
-    assert len(lines) == len(set(lines)), "a record line was written twice"
+    # (identical lines are legitimate: a control re-measured in one batch can time the same
+    # down to the last digit on a 16^3 matmul; the multiset check below is the exact one)
+    assert len(lines) == len(records)
     assert len(records) == len(committed), "records were lost or added"
     stored = sorted(
         (trace_key(r.trace), None if r.run_secs is None else tuple(float(x) for x in r.run_secs))

@@ -37,6 +37,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 import ms_droplet
 from ms_droplet import cli
 from ms_droplet._records import samples_of
+from ms_droplet.bench._config import AA_CONTROL, EVOLUTIONARY_AT_B
 from ms_droplet.bench._layout import remeasure_path, run_dir
 
 from ._helpers import BENCH_ARGS, WORKLOAD
@@ -260,5 +261,6 @@ def test_cli_bench_through_rpc(fleet, tmp_path, capsys, cli_warm_builder):
         assert any(samples_of(r.run_secs) is not None for r in records)
     data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
     # Re-measured on a server of the fleet; numpy's reference runs only on this machine.
-    assert data["device"] == "rpc" and set(data["samples"]) == {"droplet", "evolutionary"}
+    assert data["device"] == "rpc"
+    assert set(data["samples"]) == {"droplet", "evolutionary", EVOLUTIONARY_AT_B, AA_CONTROL}
     assert all(len(v) == 2 * 3 for v in data["samples"].values())
