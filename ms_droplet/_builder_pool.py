@@ -65,7 +65,7 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    """One worker process running :func:`main`, driven by the parent's event loop."""
+    """One worker process running :func:`ms_droplet._builder_worker.main`, driven by the parent."""
 
     def __init__(self, env: dict[str, str]) -> None:
         main_read, worker_write = os.pipe()

@@ -100,17 +100,19 @@ _program["main"](int(sys.argv[1]), int(sys.argv[2]))
 Response = tuple[str | None, Any]
 
 
-#: Build and export functions of this worker process, resolved once by :func:`_worker_warm_up`.
+#: Build and export functions of this worker process, resolved once by ``_worker_warm_up``.
 _STATE: dict[str, Any] = {}
 
 
 def serialize_params(params: dict[str, Tensor] | None) -> bytearray | None:
+    """A candidate's parameters as bytes for the pipe (the parent's side)."""
     if params is None:
         return None
     return save_param_dict(params)
 
 
 def deserialize_params(params: bytearray | None) -> dict[str, Tensor] | None:
+    """The parameters of :func:`serialize_params` back (the worker's side)."""
     if params is None:
         return None
     return load_param_dict(params)

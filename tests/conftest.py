@@ -65,5 +65,36 @@ def cli_warm_builder(monkeypatch, warm_builder):
 
 
 @pytest.fixture(scope="session")
+def explored_matmul128(tmp_path_factory, target, warm_builder):
+    """A work dir holding 16 explored trials of a 128^3 matmul (tuned once per test run).
+
+    Tests copy it (``shutil.copytree``) and continue from it, so they need not pay for an
+    exploration of their own.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    import ms_droplet
+
+    work_dir = tmp_path_factory.mktemp("explored_matmul128")
+    ms.tune_tir(
+        te.create_prim_func(te_workload.matmul(128, 128, 128)),  # as test_tuning passes it
+        target,
+        str(work_dir),
+        max_trials_global=16,
+        num_trials_per_iter=16,
+        strategy=ms_droplet.DropletStrategy(
+            num_evolutionary_trials=16,
+            evolutionary={"population_size": 64, "genetic_num_iters": 2},
+        ),
+        builder=warm_builder,
+        runner=ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=10),
+        ),
+        seed=11,
+    )
+    return work_dir
+
+
+@pytest.fixture(scope="session")
 def matmul64() -> tvm.IRModule:
     return tvm.IRModule({"main": te.create_prim_func(te_workload.matmul(64, 64, 64))})

@@ -187,7 +187,7 @@ def test_droplet_through_rpc_and_a_server_dies(doomed_fleet, target, tmp_path, w
         mod,
         target,
         str(tmp_path),
-        max_trials_global=64,
+        max_trials_global=48,  # one batch before the kill, two after it
         num_trials_per_iter=16,
         strategy=ms_droplet.DropletStrategy(
             num_evolutionary_trials=16, evolutionary={"population_size": 64}

@@ -25,6 +25,8 @@ confirmation) is measured twice, and every tiling is perfect.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from tvm import te
 from tvm.ir.utils import derived_object
@@ -81,9 +83,10 @@ def _tune(mod, target, work_dir, *, trials, per_iter, evo_trials, builder):
     return db, recorder
 
 
-def _check(db, recorder, mod, evo_trials, work_dir):
+def _check(db, recorder, mod, evo_trials, work_dir, seeded=()):
+    """``evo_trials``: explored in this run; ``seeded``: traces in the database before it."""
     records = db.get_all_tuning_records()
-    assert len(records) == sum(len(b) for b in recorder.batches)
+    assert len(records) == len(seeded) + sum(len(b) for b in recorder.batches)
     ok = [r for r in records if samples_of(r.run_secs) is not None]
     assert ok, "nothing ran"
     # Descent batches come after the exploration trials.
@@ -93,14 +96,16 @@ def _check(db, recorder, mod, evo_trials, work_dir):
             descent.append(batch)
         seen_trials += len(batch)
     assert descent, "no descent batch was measured"
-    earlier = {k for b in recorder.batches[: len(recorder.batches) - len(descent)] for k in b}
+    earlier = {trace_key(t) for t in seeded}
+    earlier |= {k for b in recorder.batches[: len(recorder.batches) - len(descent)] for k in b}
     for batch in descent:
         assert_only_controls_and_confirmations_repeat(batch, earlier)
         earlier.update(batch)
     # Each new descent candidate is one coordinate away from an earlier record.
     extents = tile_extents(records[0].trace)
     assert all(tile_products_ok(rec.trace, extents) for rec in records)
-    coords_before, keys_before = [], set()
+    coords_before = [coordinates(t) for t in seeded]
+    keys_before = {trace_key(t) for t in seeded}
     n_desc = 0
     for i, trace in enumerate(recorder.traces):
         key, coords = trace_key(trace), coordinates(trace)
@@ -118,20 +123,27 @@ def _check(db, recorder, mod, evo_trials, work_dir):
     assert samples_of(best.run_secs) is not None
 
 
-def test_matmul_with_local_builder(target, tmp_path):
-    # TVM's own LocalBuilder: one exploration batch and one descent batch (each build() call
-    # pays ~30 s of worker start-up here).
+def test_matmul_with_local_builder(target, tmp_path, explored_matmul128):
+    # TVM's own LocalBuilder (each build() call pays ~30-50 s of worker start-up here) builds one
+    # descent batch, continuing the session's explored matmul: its 16 records count toward the
+    # 16 exploration trials, so the descent starts at once.
+    shutil.copytree(explored_matmul128, tmp_path, dirs_exist_ok=True)
+    seeded = [
+        r.trace for r in ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
+    ]
+    assert len(seeded) == 16
     mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
     db, rec = _tune(
         mod,
         target,
         tmp_path,
-        trials=32,
+        trials=16,
         per_iter=16,
         evo_trials=16,
         builder=ms.builder.LocalBuilder(timeout_sec=120),
     )
-    _check(db, rec, mod, 16, tmp_path)
+    assert len(rec.batches) == 1  # one build() call
+    _check(db, rec, mod, 0, tmp_path, seeded=seeded)
 
 
 def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):

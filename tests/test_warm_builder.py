@@ -115,9 +115,26 @@ def _assert_all_gone(pids, timeout: float = 15.0) -> None:
     assert not alive, f"worker processes survived: {sorted(alive)}"
 
 
+def _no_tensor_intrinsics() -> None:
+    """Worker initializer: a stub for ``tvm.s_tir.tensor_intrin`` (30-50 s to import here).
+
+    The workers of these tests build plain llvm matmuls, which need no tensor intrinsics, so
+    their start-up takes seconds. The real warm-up (with the import) runs in every tuning test,
+    through the session's warm builder (``tests/conftest.py``).
+    """
+    import types
+
+    sys.modules.setdefault("tvm.s_tir.tensor_intrin", types.ModuleType("tvm.s_tir.tensor_intrin"))
+
+
 @pytest.fixture(scope="module")
 def builder():
-    b = WarmBuilder(max_workers=2, timeout_sec=BUILD_TIMEOUT, f_build=_marker_build)
+    b = WarmBuilder(
+        max_workers=2,
+        timeout_sec=BUILD_TIMEOUT,
+        f_build=_marker_build,
+        initializer=_no_tensor_intrinsics,
+    )
     yield b
     b.shutdown()
 
@@ -297,7 +314,13 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.testing import te_workload
 from ms_droplet._builder import WarmBuilder
 
+def no_tensor_intrinsics():
+    # These workers build plain llvm matmuls: a stub spares them importing the intrinsics.
+    import types
+    sys.modules.setdefault("tvm.s_tir.tensor_intrin", types.ModuleType("tvm.s_tir.tensor_intrin"))
+
 def register():
+    no_tensor_intrinsics()
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
     tvm.register_global_func("ms_droplet.test.build", default_build, override=True)
 
@@ -333,7 +356,9 @@ if mode == "exit":
     print(json.dumps(list(builder.worker_pids)), flush=True)
     sys.stdin.readline()  # exit, without shutdown(), when the test says so
 else:
-    builder = WarmBuilder(max_workers=1, timeout_sec=600, f_build=hang_build)
+    builder = WarmBuilder(
+        max_workers=1, timeout_sec=600, f_build=hang_build, initializer=no_tensor_intrinsics
+    )
     build(builder, "main")
     print(json.dumps(list(builder.worker_pids)), flush=True)
     build(builder, "hang")
