@@ -197,6 +197,15 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         help="which strategies to run (default: all three; with --rpc-tracker droplet and "
         "evolutionary, since TVM's post_optimization measures on this machine only)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        metavar="NAME=JSON",
+        help="also run droplet-NAME, droplet with these DropletStrategy settings, for an "
+        """ablation (repeatable), e.g. --variant 'norank={"rank_neighbours": false}'; """
+        "the evolutionary runs of the folder are reused",
+    )
     add_target_args(p)
     add_measure_args(p, per_iter=32)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -207,6 +207,20 @@ class DropletStrategy(PySearchStrategy):
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: _Run | None = None
+        # Shared with every clone (tune_tir and tune_tasks tune a clone of the strategy).
+        self._summaries: list[dict[str, Any]] = []
+
+    @property
+    def summaries(self) -> list[dict[str, Any]]:
+        """What each finished task did, in the order the tasks finished.
+
+        Filled by this strategy and by every clone of it (MetaSchedule tunes clones), one dict
+        per ``post_tuning``: ``task``, ``trials``, ``descents``, ``moves``,
+        ``strategy_seconds`` (the strategy's own time: neighbours, replay, cost-model
+        ranking) and ``final_pick_is_incumbent`` (whether the record stock TVM compiles, the
+        lowest mean, is the last descent's incumbent; None without a descent).
+        """
+        return list(self._summaries)
 
     # ------------------------------------------------------------------ settings
     def _settings(self) -> dict[str, Any]:
@@ -227,8 +241,10 @@ class DropletStrategy(PySearchStrategy):
         }
 
     def clone(self) -> SearchStrategy:
-        """A new strategy with the same settings and no run state."""
-        return DropletStrategy(**self._settings())
+        """A new strategy with the same settings and no run state (summaries are shared)."""
+        twin = DropletStrategy(**self._settings())
+        twin._summaries = self._summaries
+        return twin
 
     # ------------------------------------------------------------------ lifecycle
     def _initialize_with_tune_context(self, context: TuneContext) -> None:
@@ -289,14 +305,25 @@ class DropletStrategy(PySearchStrategy):
     def post_tuning(self) -> None:
         """Finish the run: end the inner EvolutionarySearch, drop the run state."""
         run = self._require_run("post_tuning")
+        pick_is_incumbent = None
         try:
             self._stop_exploring(run)
             if run.descent is not None:
-                _log_final_pick(run, run.descent.incumbent.key)
+                pick_is_incumbent = _log_final_pick(run, run.descent.incumbent.key)
         except Exception:  # a log line must never fail a tuning
             run.logger.exception("Droplet: could not compare the final pick with the incumbent")
         finally:
             self._run = None
+        self._summaries.append(
+            {
+                "task": str(self._context.task_name) if self._context is not None else "",
+                "trials": run.trials,
+                "descents": run.num_descents,
+                "moves": run.num_moves,
+                "strategy_seconds": run.own_seconds,
+                "final_pick_is_incumbent": pick_is_incumbent,
+            }
+        )
         if run.num_descents:
             run.logger.info(
                 "Droplet: finished after %d trial(s): %d descent(s), %d move(s); the strategy's "
@@ -555,14 +582,14 @@ class DropletStrategy(PySearchStrategy):
         return True
 
 
-def _log_final_pick(run: _Run, incumbent_key: Any) -> None:
+def _log_final_pick(run: _Run, incumbent_key: Any) -> bool | None:
     """Say whether the record stock TVM compiles (lowest mean) is the descent's incumbent."""
     top = run.database.get_top_k(run.workload, 1)
     if not top or is_failure(top[0]):
-        return
+        return None
     if trace_key(top[0].trace) == incumbent_key:
         run.logger.info("Droplet: the database's best record is the last descent's incumbent")
-        return
+        return True
     mine = [
         samples_of(r.run_secs)
         for r in run.database.get_top_k(run.workload, 256)
@@ -577,6 +604,7 @@ def _log_final_pick(run: _Run, incumbent_key: Any) -> None:
         1e3 * sum(secs) / len(secs),
         1e3 * best_mine,
     )
+    return False
 
 
 def _check_optional_int(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:

@@ -173,7 +173,7 @@ def _tune_locked(args: argparse.Namespace, mod, target, work_dir: str) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) the strategy comparison of DESIGN.md into ``--out``."""
     from ._factories import make_builder
-    from .bench._config import STRATEGIES, BenchConfig, BenchError
+    from .bench._config import STRATEGIES, VARIANT_PREFIX, BenchConfig, BenchError, parse_variant
     from .bench._driver import run_bench
     from .bench._report import build_report
     from .bench._suites import SUITES
@@ -182,7 +182,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("error: give --suite quick|paper-cpu or at least one --workload", file=sys.stderr)
         return 2
     suite = SUITES[args.suite or "quick"]
+    try:
+        variants = tuple(parse_variant(v) for v in args.variant or ())
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     strategies = args.strategies or list(STRATEGIES)
+    if variants and not args.strategies:
+        strategies = ["droplet", "evolutionary"]  # an ablation compares variants with these
+    strategies = [*strategies, *(VARIANT_PREFIX + name for name, _ in variants)]
     if args.rpc_tracker and "post_opt" in strategies:
         if args.strategies:
             print(
@@ -193,7 +201,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             return 2
         strategies.remove("post_opt")
-    if "droplet" in strategies and args.num_trials_per_iter < 2:
+    if any(s.startswith("droplet") for s in strategies) and args.num_trials_per_iter < 2:
         print(_PER_ITER_ERROR.format(n=args.num_trials_per_iter), file=sys.stderr)
         return 2
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -217,6 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             repeat=args.repeat,
             min_repeat_ms=args.min_repeat_ms,
             rounds=args.rounds,
+            variants=variants,
         )
         make_runner, open_session = _runner_factory(args)
     except ValueError as err:

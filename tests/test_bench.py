@@ -32,6 +32,7 @@ from ms_droplet.bench._config import (
     STRATEGIES,
     BenchConfig,
     BenchError,
+    parse_variant,
 )
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
@@ -131,6 +132,50 @@ def test_config_validation():
     assert [cfg.budget(s) for s in STRATEGIES] == [8, 24, 8]
 
 
+def test_variants_parse_validate_and_update_droplets_settings():
+    name, settings = parse_variant('norank={"rank_neighbours": false, "max_step": 2}')
+    assert (name, settings) == ("norank", {"rank_neighbours": False, "max_step": 2})
+    for bad, why in (
+        ("norank", "NAME=JSON"),
+        ("No-Rank={}", "NAME=JSON"),
+        ("x={bad json", "not JSON"),
+        ("x=[1]", "JSON object"),
+        ('x={"rank": true}', "unexpected keyword"),
+        ('x={"max_step": 0}', "max_step"),
+    ):
+        with pytest.raises(BenchError, match=why):
+            parse_variant(bad)
+    cfg = BenchConfig(
+        workloads=("matmul:8,8,8",),
+        seeds=(0,),
+        trials=8,
+        num_evolutionary_trials=4,
+        strategies=("droplet", "droplet-norank"),
+        variants=((name, settings),),
+    )
+    assert cfg.budget("droplet-norank") == 8
+    assert cfg.droplet_settings("droplet") == {"num_evolutionary_trials": 4, "pvalue": 0.05}
+    assert cfg.droplet_settings("droplet-norank") == {
+        "num_evolutionary_trials": 4,
+        "pvalue": 0.05,
+        "rank_neighbours": False,
+        "max_step": 2,
+    }
+    with pytest.raises(BenchError, match="unknown strategies"):
+        BenchConfig(
+            workloads=("matmul:8,8,8",), seeds=(0,), trials=8, strategies=("droplet-other",)
+        )
+
+
+def test_bench_bad_variant_exits_2(capsys, tmp_path):
+    code, err = _run_cli(
+        capsys, "bench", "--workload", "matmul:8,8,8", "--out", str(tmp_path / "b"),
+        "--variant", 'x={"speculate": "maybe", "bogus": 1}',
+    )  # fmt: skip
+    assert code == 2 and "--variant x" in err and "bogus" in err
+    assert not os.path.exists(tmp_path / "b")
+
+
 def test_truncated_trial_line_is_ignored_but_inner_garbage_is_an_error(tmp_path):
     path = tmp_path / "trials.jsonl"
     path.write_text('{"ms": 1.0, "wall_s": 1}\n{"ms": 2.0, "wall_s": 2}\n{"ms": 3.')
@@ -153,13 +198,15 @@ def _write(path, data):
             json.dump(data, f)
 
 
-def _synthetic(out, *, secs):
+def _synthetic(out, *, secs, variants=()):
     """secs[(workload, seed)] = {strategy: samples}; a workload without entries is pending."""
     workloads = sorted({w for w, _ in secs} | {"C1D:0"})
+    strategies = [*STRATEGIES, *(f"droplet-{name}" for name, _ in variants)]
     bench = {
         "workloads": workloads,
         "seeds": [0, 1],
-        "strategies": list(STRATEGIES),
+        "strategies": strategies,
+        "variants": list(variants),
         "trials": 8,
         "ratio": 5,
         "num_evolutionary_trials": 4,
@@ -172,10 +219,11 @@ def _synthetic(out, *, secs):
     }
     _write(os.path.join(out, "bench.json"), bench)
     for (workload, seed), samples in secs.items():
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             wd = run_dir(out, workload, strategy, seed)
             budget = 40 if strategy == "evolutionary" else 8
-            tuning = {"droplet": 10.0, "evolutionary": 40.0, "post_opt": 20.0}[strategy]
+            tuning = {"evolutionary": 40.0, "post_opt": 20.0}.get(strategy, 10.0)
+            droplet = {"strategy_seconds": 0.5, "descents": 2, "moves": 1}
             _write(os.path.join(wd, "trials.jsonl"), [{"ms": 1.0, "wall_s": 1.0}])
             _write(
                 os.path.join(wd, "result.json"),
@@ -185,6 +233,7 @@ def _synthetic(out, *, secs):
                     "failed_trials": 0,
                     "tuning_seconds": tuning,
                     "error": None,
+                    **(droplet if strategy.startswith("droplet") else {}),
                 },
             )
         _write(
@@ -270,6 +319,30 @@ def test_report_paired_ratios_equal_budget_and_aa_floor(tmp_path):
     assert summary["geomean"]["paired"]["droplet/post_opt"] == pytest.approx(0.5)
 
 
+def test_report_compares_variants_and_shows_the_strategys_own_time(tmp_path):
+    out = str(tmp_path)
+    ms_ = 1e-3
+    secs = {
+        ("matmul:8,8,8", 0): {
+            "droplet": [ms_] * 6,
+            "evolutionary": [2 * ms_] * 6,
+            "droplet-norank": [1.5 * ms_] * 6,
+        },
+    }
+    _synthetic(out, secs=secs, variants=[["norank", {"rank_neighbours": False}]])
+    markdown, summary = build_report(out)
+    entry = summary["workloads"]["matmul:8,8,8"]["seeds"]["0"]
+    assert entry["ratios"]["droplet-norank/droplet"] == pytest.approx(1.5)
+    assert entry["ratios"]["droplet-norank/evolutionary"] == pytest.approx(0.75)
+    assert entry["time_ratios"]["droplet-norank/droplet"] == pytest.approx(1.0)
+    assert entry["strategies"]["droplet"]["strategy_share"] == pytest.approx(0.05)
+    assert summary["strategy_time_share"]["droplet"]["max"] == pytest.approx(0.05)
+    assert "latency droplet-norank/droplet" in markdown
+    assert 'droplet with `{"rank_neighbours": false}`' in markdown
+    assert "2 descent(s), 1 move(s), own time 5.0 %" in markdown
+    assert "droplet's own time (neighbours, replay, cost-model ranking): 5.00 %" in markdown
+
+
 # ----------------------------------------------------------------------------------------------
 # a real tiny bench: LocalRunner, WarmBuilder, TVM's post_optimization
 
@@ -332,6 +405,10 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
     assert "--trials 8" in summary["bench"]["commands"][0]
     post = entry["strategies"]["post_opt"]
     assert post["post_opt_candidates"] == post["trials"] - 4 > 0
+    # droplet's own time and its descents come from the strategy (a clone tuned the task)
+    drop = json.load(open(os.path.join(run_dir(out, WORKLOAD, "droplet", 0), "result.json")))
+    assert drop["descents"] >= 1 and 0 < drop["strategy_seconds"] < drop["tuning_seconds"]
+    assert 0 < summary["strategy_time_share"]["droplet"]["max"] < 1
     from ms_droplet.bench._plot import plot_bench
 
     (png,) = plot_bench(out)
@@ -373,6 +450,26 @@ def test_bench_refuses_other_settings_in_the_same_folder(tiny_bench, cli_warm_bu
     code, _, stderr = run_cli(*BENCH_ARGS, "--out", out, "--ratio", "3")
     assert code == 2
     assert "other settings" in stderr and "ratio: 2 there, 3 now" in stderr
+
+
+@pytest.mark.tuning
+def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_bench):
+    out, _ = tiny_bench
+    before = {s: _db_lines(out, s) for s in STRATEGIES}
+    variant = 'nospec={"speculate": false, "rank_neighbours": false}'
+    stdout = _bench(out, "--variant", variant)
+    # droplet and evolutionary are found finished, only the variant is tuned
+    assert "1 runs tuned, 2 found finished, 1 re-measured" in stdout
+    assert {s: _db_lines(out, s) for s in STRATEGIES} == before
+    assert len(_db_lines(out, "droplet-nospec")) == 8
+    data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
+    assert {"droplet", "evolutionary", "post_opt", "droplet-nospec"} <= set(data["samples"])
+    bench = json.load(open(os.path.join(out, "bench.json")))
+    assert bench["variants"] == [["nospec", {"speculate": False, "rank_neighbours": False}]]
+    assert "latency droplet-nospec/droplet" in open(os.path.join(out, "report.md")).read()
+    # the same name with other settings is refused
+    code, _, stderr = run_cli(*BENCH_ARGS, "--out", out, "--variant", 'nospec={"max_step": 2}')
+    assert code == 2 and "give the new settings another name" in stderr
 
 
 def test_median_ci_is_the_binomial_order_statistic_interval():

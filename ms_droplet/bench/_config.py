@@ -18,19 +18,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AA_CONTROL",
     "EVOLUTIONARY_AT_B",
     "FIXED_SETTINGS",
     "STRATEGIES",
+    "VARIANT_PREFIX",
     "BenchConfig",
     "BenchError",
+    "parse_variant",
 ]
 
 #: Strategies of the benchmark, in the order tables and plots show them.
 STRATEGIES = ("droplet", "evolutionary", "post_opt")
+#: A droplet variant (an ablation) is the strategy ``droplet-NAME``.
+VARIANT_PREFIX = "droplet-"
+_VARIANT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 #: Re-measured kernel: the best of the evolutionary run's first B trials (equal budget).
 EVOLUTIONARY_AT_B = "evolutionary@B"
 #: Re-measured kernel: droplet's best kernel timed a second time (the A/A noise floor).
@@ -71,10 +79,15 @@ class BenchConfig:
     num_evolutionary_trials : int
         ``N``: trials explored by droplet (and post_opt) before the descent, ``N < B``.
     strategies : tuple[str, ...]
-        A subset of ``("droplet", "evolutionary", "post_opt")``.
+        A subset of ``("droplet", "evolutionary", "post_opt")``, plus ``droplet-NAME`` for
+        each of ``variants``.
     num_trials_per_iter, pvalue, number, repeat, min_repeat_ms, rounds
         Task scheduler batch, droplet's significance level, runner settings (also used by the
         re-measurement) and the rounds of the interleaved re-measurement.
+    variants : tuple[tuple[str, dict], ...]
+        Droplet variants for an ablation: ``(NAME, settings)`` runs strategy ``droplet-NAME``, a
+        :class:`~ms_droplet.DropletStrategy` with droplet's settings updated by ``settings``
+        (e.g. ``("norank", {"rank_neighbours": False})``), with droplet's budget B.
     """
 
     workloads: tuple[str, ...]
@@ -89,15 +102,20 @@ class BenchConfig:
     repeat: int = 3
     min_repeat_ms: int = 100
     rounds: int = 10
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.workloads:
             raise BenchError("no workloads: give --suite or --workload")
         if not self.seeds:
             raise BenchError("no seeds: give --seeds, e.g. --seeds 0 1 2")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        names = [name for name, _ in self.variants]
+        if len(set(names)) != len(names):
+            raise BenchError(f"a variant name is given twice: {names}")
+        known = [*STRATEGIES, *(VARIANT_PREFIX + name for name in names)]
+        unknown = [s for s in self.strategies if s not in known]
         if unknown or not self.strategies:
-            raise BenchError(f"unknown strategies {unknown}: choose from {list(STRATEGIES)}")
+            raise BenchError(f"unknown strategies {unknown}: choose from {known}")
         if self.trials < 1 or self.ratio < 1 or self.rounds < 1:
             raise BenchError("trials, ratio and rounds must be >= 1")
         if not 1 <= self.num_evolutionary_trials < self.trials:
@@ -107,6 +125,47 @@ class BenchConfig:
                 "descent"
             )
 
+    def droplet_settings(self, strategy: str) -> dict[str, Any]:
+        """The :class:`~ms_droplet.DropletStrategy` settings of ``droplet`` or a variant."""
+        settings: dict[str, Any] = {
+            "num_evolutionary_trials": self.num_evolutionary_trials,
+            "pvalue": self.pvalue,
+        }
+        if strategy != "droplet":
+            settings.update(dict(self.variants)[strategy[len(VARIANT_PREFIX) :]])
+        return settings
+
     def budget(self, strategy: str) -> int:
         """Total trials of a strategy on one workload."""
         return self.trials * self.ratio if strategy == "evolutionary" else self.trials
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` (e.g. ``norank={"rank_neighbours": false}``) as ``(NAME, settings)``.
+
+    The settings are checked by constructing a :class:`~ms_droplet.DropletStrategy` with them.
+
+    Raises
+    ------
+    BenchError
+        A bad name, JSON that is not an object, or settings DropletStrategy refuses.
+    """
+    name, sep, raw = text.partition("=")
+    if not sep or not _VARIANT_NAME.fullmatch(name):
+        raise BenchError(
+            f"--variant {text!r}: give NAME=JSON with NAME of lower-case letters, digits and _ "
+            """(at most 32), e.g. --variant 'norank={"rank_neighbours": false}'"""
+        )
+    try:
+        settings = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise BenchError(f"--variant {name}: the settings are not JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise BenchError(f"--variant {name}: the settings must be a JSON object, got {raw!r}")
+    from .._strategy import DropletStrategy
+
+    try:
+        DropletStrategy(**settings)
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"--variant {name}: {err}") from None
+    return name, settings

@@ -53,7 +53,7 @@ from .._records import (
 from .._strategy import DropletStrategy
 from .._trial_log import TrialLog
 from .._workloads import load_workload, parse_matmul
-from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, BenchConfig, BenchError
+from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, VARIANT_PREFIX, BenchConfig, BenchError
 from ._layout import (
     lock_folder,
     read_trials,
@@ -288,13 +288,12 @@ def _tune_locked_run(
         config.num_evolutionary_trials if strategy == "post_opt" else config.budget(strategy)
     )
     remaining = explore_budget - done
+    search: Any = None
     if remaining > 0:
         if console_level is not None:
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(console_level)
-        if strategy == "droplet":
-            search: Any = DropletStrategy(
-                num_evolutionary_trials=config.num_evolutionary_trials, pvalue=config.pvalue
-            )
+        if strategy == "droplet" or strategy.startswith(VARIANT_PREFIX):
+            search = DropletStrategy(**config.droplet_settings(strategy))
         else:
             search = "evolutionary"
         ms.tune_tir(
@@ -325,6 +324,7 @@ def _tune_locked_run(
             log=log,
         )
     tuning_seconds = time.perf_counter() - log.start
+    summaries = [] if search is None or isinstance(search, str) else search.summaries
     trials = read_trials(trials_path)
     db = _open_database(work_dir, locked=True)
     best = best_record(db, find_workload(db, mod))
@@ -342,6 +342,19 @@ def _tune_locked_run(
             "tuning_seconds": tuning_seconds,
             "best_ms_recorded": best_ms,
             "error": error,
+            # droplet's own time (neighbours, replay, ranking) and descent counts, of this
+            # invocation (a resumed run reports its last part)
+            **(
+                {
+                    "strategy_seconds": sum(x["strategy_seconds"] for x in summaries),
+                    "descents": sum(x["descents"] for x in summaries),
+                    "moves": sum(x["moves"] for x in summaries),
+                    "final_pick_is_incumbent": summaries[-1]["final_pick_is_incumbent"],
+                    "resumed": bool(prior),
+                }
+                if summaries
+                else {}
+            ),
         },
     )
     return True

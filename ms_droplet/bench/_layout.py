@@ -272,6 +272,19 @@ def write_json(path: str, data: Any) -> None:
     _write_json(path, data)
 
 
+def _merge_variants(out: str, stored: list, settings: dict[str, Any]) -> list:
+    """The folder's droplet variants plus new ones; a known name with other settings is refused."""
+    merged = {name: dict(value) for name, value in stored}
+    for name, value in settings.get("variants", []):
+        if name in merged and merged[name] != dict(value):
+            raise BenchError(
+                f"{out} has a droplet variant {name!r} with the settings {merged[name]}, not "
+                f"{dict(value)}; give the new settings another name"
+            )
+        merged.setdefault(name, dict(value))
+    return [[name, value] for name, value in merged.items()]
+
+
 def write_bench_json(
     out: str, settings: dict[str, Any], *, target: str, command: str, machine: dict[str, Any]
 ) -> list[str]:
@@ -317,6 +330,7 @@ def write_bench_json(
             merged = list(stored.get(key, []))
             merged += [x for x in settings[key] if x not in merged]
             settings[key] = merged
+        settings["variants"] = _merge_variants(out, stored.get("variants", []), settings)
         machines = list(stored.get("machines", []))
         commands = list(stored.get("commands", []))
         if command and (not commands or commands[-1] != command):

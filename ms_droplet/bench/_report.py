@@ -25,6 +25,7 @@ percent between calls.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from scipy import stats
 
 from .._files import replace_atomically, write_json
 from .._stats import median
-from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES
+from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES, VARIANT_PREFIX
 from ._layout import Remeasure, Run, load_bench, load_remeasures, load_runs
 
 __all__ = ["build_report", "geomean", "median_ci", "paired_ratio"]
@@ -54,6 +55,19 @@ _RATIOS = (
     ("droplet", "post_opt"),
     ("droplet", AA_CONTROL),
 )
+
+
+def _ratios(strategies: Sequence[str]) -> list[tuple[str, str]]:
+    """The compared pairs: droplet's, then each variant against droplet and evolutionary."""
+    pairs = list(_RATIOS)
+    for s in strategies:
+        if s.startswith(VARIANT_PREFIX):
+            pairs += [(s, "droplet"), (s, "evolutionary"), (s, EVOLUTIONARY_AT_B)]
+    return pairs
+
+
+def _label(name: str) -> str:
+    return _LABEL.get(name, name)
 
 
 def median_ci(xs: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
@@ -97,16 +111,21 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
     bench = load_bench(out)
     runs = {(r.workload, r.strategy, r.seed): r for r in load_runs(out)}
     remeasures = {(m.workload, m.seed): m for m in load_remeasures(out)}
-    strategies = [s for s in STRATEGIES if s in bench.get("strategies", STRATEGIES)]
+    stored = bench.get("strategies", STRATEGIES)
+    strategies = [s for s in STRATEGIES if s in stored]
+    strategies += [s for s in stored if s.startswith(VARIANT_PREFIX)]
+    ratios = _ratios(strategies)
     workloads: dict[str, Any] = {}
     paired: dict[str, list[float]] = {}
-    pair_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS}
-    time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in _RATIOS if b not in _EXTRA}
+    pair_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in ratios}
+    time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in ratios if b not in _EXTRA}
+    own_shares: dict[str, list[float]] = {}
     for workload in bench["workloads"]:
         seeds: dict[str, Any] = {}
         for seed in bench["seeds"]:
             entry = _seed_entry(
                 strategies,
+                ratios,
                 runs,
                 remeasures.get((workload, seed)),
                 workload,
@@ -122,6 +141,9 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
                 paired.setdefault(key, []).append(value["ratio"])
             for key, value in entry["time_ratios"].items():
                 time_ratios[key].append(value)
+            for name, item in entry["strategies"].items():
+                if "strategy_share" in item:
+                    own_shares.setdefault(name, []).append(item["strategy_share"])
         if seeds:
             workloads[workload] = {"seeds": seeds}
     summary = {
@@ -133,8 +155,15 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
             "pairs": {k: len(v) for k, v in pair_ratios.items()},
             "paired": {k: geomean(v) for k, v in paired.items() if v},
         },
+        # the strategy's own time / its tuning time, per strategy: the largest and the mean
+        "strategy_time_share": {
+            k: {"max": max(v), "mean": sum(v) / len(v), "runs": len(v)}
+            for k, v in own_shares.items()
+        },
     }
-    markdown = _markdown(bench, strategies, workloads, summary["geomean"])
+    markdown = _markdown(
+        bench, strategies, ratios, workloads, summary["geomean"], summary["strategy_time_share"]
+    )
     replace_atomically(os.path.join(out, "report.md"), markdown.encode("utf-8"))
     write_json(os.path.join(out, "summary.json"), summary)  # strict JSON: inf/nan become null
     return markdown, summary
@@ -142,6 +171,7 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
 
 def _seed_entry(
     strategies: list[str],
+    ratios: list[tuple[str, str]],
     runs: dict[tuple[str, str, int], Run],
     remeasure: Remeasure | None,
     workload: str,
@@ -169,6 +199,11 @@ def _seed_entry(
                 ),
                 "error": result.get("error"),
             }
+            for key in ("strategy_seconds", "descents", "moves", "final_pick_is_incumbent"):
+                if key in result:
+                    item[key] = result[key]
+            if result.get("strategy_seconds") is not None and item["tuning_seconds"] > 0:
+                item["strategy_share"] = result["strategy_seconds"] / item["tuning_seconds"]
             if strategy == "post_opt" and run.finished:
                 tried = run.trials[explored:]
                 item["post_opt_candidates"] = len(tried)
@@ -187,7 +222,7 @@ def _seed_entry(
     }
     entry["paired"] = {}
     items = {**entry["strategies"], **entry["extra"]}
-    for a, b in _RATIOS:
+    for a, b in ratios:
         if "median_ms" in items.get(a, {}) and "median_ms" in items.get(b, {}):
             entry["ratios"][f"{a}/{b}"] = items[a]["median_ms"] / items[b]["median_ms"]
             assert remeasure is not None
@@ -238,6 +273,19 @@ def _latency(samples: list[float], flop: float | None, rounds: int) -> dict[str,
     return out
 
 
+def _descent_note(item: dict[str, Any]) -> str:
+    """Descents, moves, own time and final pick of a droplet run ("" for other strategies)."""
+    if "descents" not in item:
+        return ""
+    own = item.get("strategy_share")
+    note = f"{item['descents']} descent(s), {item['moves']} move(s)"
+    if own is not None:
+        note += f", own time {100 * own:.1f} %"
+    if item.get("final_pick_is_incumbent") is False:
+        note += ", the database's best is not the incumbent"
+    return note
+
+
 def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -245,8 +293,10 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 def _markdown(
     bench: dict[str, Any],
     strategies: list[str],
+    ratios: list[tuple[str, str]],
     workloads: dict[str, Any],
     geo: dict[str, Any],
+    shares: dict[str, Any],
 ) -> str:
     k, b, n = bench["ratio"], bench["trials"], bench["num_evolutionary_trials"]
     lines = [
@@ -264,6 +314,16 @@ def _markdown(
         f"repeat={bench['repeat']} min_repeat_ms={bench['min_repeat_ms']}; "
         f"{bench['rounds']} interleaved re-measurement rounds",
         *(f"- command: `{c}`" for c in bench.get("commands", []) if c),
+        *(
+            f"- variant `{VARIANT_PREFIX}{name}`: droplet with `{json.dumps(settings)}`"
+            for name, settings in bench.get("variants", [])
+        ),
+        *(
+            f"- {_label(name)}'s own time (neighbours, replay, cost-model ranking): "
+            f"{100 * v['mean']:.2f} % of its tuning time on average, at most "
+            f"{100 * v['max']:.2f} % ({v['runs']} runs)"
+            for name, v in shares.items()
+        ),
         "",
         "Latency: median of the interleaved re-measurement of each strategy's best kernel "
         "[95 % CI of the median, from the per-round medians]. Ratios below 1 mean droplet's "
@@ -274,11 +334,11 @@ def _markdown(
         "",
     ]
     head = ["workload"]
-    head += [f"{_LABEL[s]} ms" for s in strategies]
+    head += [f"{_label(s)} ms" for s in strategies]
     present = set(strategies) | {
         name for data in workloads.values() for e in data["seeds"].values() for name in e["extra"]
     }
-    ratio_keys = [f"{a}/{b}" for a, b in _RATIOS if a in present and b in present]
+    ratio_keys = [f"{a}/{b}" for a, b in ratios if a in present and b in present]
     time_keys = [k for k in ratio_keys if k.split("/", 1)[1] not in _EXTRA]
     head += [f"latency {key}" for key in ratio_keys]
     head += [f"time {key}" for key in time_keys]
@@ -326,15 +386,16 @@ def _markdown(
                     item.get("budget") or 0
                 ):
                     note = note or "stopped before the budget"
+                note = "; ".join(x for x in (note, _descent_note(item)) if x)
                 lines.append(
-                    f"| {seed} | {_LABEL[s]} | {lat} | {_fmt(item.get('gflops'), '.2f')} | "
+                    f"| {seed} | {_label(s)} | {lat} | {_fmt(item.get('gflops'), '.2f')} | "
                     f"{item.get('trials', '-')} / {item.get('budget', '-')} | "
                     f"{item.get('failed_trials', '-')} | {_fmt(item.get('tuning_seconds'), '.1f')} "
                     f"| {note} |"
                 )
             for name, item in entry["extra"].items():
                 lines.append(
-                    f"| {seed} | {_LABEL[name]} | {item['median_ms']:.4f} "
+                    f"| {seed} | {_label(name)} | {item['median_ms']:.4f} "
                     f"[{item['ci95_ms'][0]:.4f}, {item['ci95_ms'][1]:.4f}] | "
                     f"{_fmt(item.get('gflops'), '.2f')} | | | | same process, interleaved |"
                 )
