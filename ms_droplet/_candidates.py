@@ -34,6 +34,7 @@ from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 from tvm.s_tir.schedule import Trace
 
 from ._decisions import trace_key
+from ._records import workload_records
 
 __all__ = ["CandidateCache", "measure_candidate"]
 
@@ -57,12 +58,7 @@ class CandidateCache:
 
     def load(self, database: Database, workload: Workload) -> list[TuningRecord]:
         """Mark every record of ``workload`` in ``database`` as seen; return them."""
-        records = [
-            rec
-            for rec in database.get_all_tuning_records()
-            if rec.workload.same_as(workload)
-            or tvm_ffi.structural_equal(rec.workload.mod, workload.mod)
-        ]
+        records = workload_records(database, workload)
         for rec in records:
             self.seen.add(trace_key(rec.trace))
         return records

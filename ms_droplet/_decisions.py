@@ -34,7 +34,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir.schedule import Instruction, Trace
 
-__all__ = ["Move", "moves", "trace_key"]
+__all__ = ["Move", "canonical_json", "moves", "trace_key"]
 
 _PARALLEL = "meta_schedule.parallel"
 
@@ -45,6 +45,11 @@ class Move:
 
     label: str
     trace: Trace
+
+
+def canonical_json(trace: Trace) -> Any:
+    """The trace without postprocs as plain JSON values: ``[instructions, decisions]``."""
+    return _canon(trace.as_json(remove_postproc=True))
 
 
 def _canon(obj: Any) -> Any:
@@ -66,7 +71,7 @@ def trace_key(trace: Trace) -> str:
     ``Trace.as_json``), so the trace of a database record and the same trace rebuilt in another
     process have the same key.
     """
-    payload = json.dumps(_canon(trace.as_json(remove_postproc=True)), sort_keys=True)
+    payload = json.dumps(canonical_json(trace), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -269,6 +269,7 @@ class Descent(Generic[P]):
         self._queue = _Queue()
         self._spec = _Queue()  # neighbours of the top challenger (speculation)
         self._spec_of: Hashable | None = None
+        self._offered = _Queue()  # points from outside the neighbourhood (an exploration's)
         self._challengers: list[_Challenger] = []
         self._batch: list[Proposal] | None = None
         self._scores: dict[Hashable, float] = {}
@@ -304,6 +305,16 @@ class Descent(Generic[P]):
         return self._seen
 
     # ------------------------------------------------------------------ protocol
+    def offer(self, points: Iterable[Neighbour]) -> None:
+        """Measure these points in the next batch, before any neighbour.
+
+        Points from outside the neighbourhood (e.g. an exploration's candidates) are compared
+        with the controls like neighbours: a significantly faster one becomes a challenger and,
+        once confirmed, the new incumbent (a jump). Points already seen are skipped; offered
+        points not measured by the next batch are dropped.
+        """
+        self._offered = _Queue([nb for nb in reversed(list(points)) if nb.key not in self._seen])
+
     def propose(self, max_batch: int) -> list[Proposal] | None:
         """Return the next batch (a control first), or None when the descent is over.
 
@@ -329,6 +340,7 @@ class Descent(Generic[P]):
                 break
             # Nothing to compare: every queued neighbour was seen meanwhile.
             self._fill_queue(widen=self._rank is None)
+        self._offered = _Queue()
         batch = self._layout(items, max_batch)
         self._batch = batch
         return list(batch)
@@ -456,6 +468,11 @@ class Descent(Generic[P]):
 
     def _take(self, items: list[Proposal], capacity: int) -> None:
         """Append unseen explores to ``items`` up to ``capacity``, best first."""
+        while self._offered.items and len(items) < capacity:
+            nb = self._offered.items.pop()
+            if nb.key not in self._seen:
+                self._seen.add(nb.key)
+                items.append(Proposal("explore", nb))
         sources = [(self._queue, False)]
         if self._speculate and self._spec.items:
             sources.append((self._spec, True))

@@ -89,6 +89,9 @@ class _Run:
     num_descents: int = 0
     num_moves: int = 0
     own_seconds: float = 0.0  # the strategy's own time: neighbours, replay, ranking
+    side_evo: bool = False  # an EvolutionarySearch fills part of every descent batch
+    side_trials: int = 0  # its candidates measured in descent batches
+    offered: list[MeasureCandidate] = field(default_factory=list)  # its candidates in flight
 
 
 @derived_object
@@ -138,6 +141,11 @@ class DropletStrategy(PySearchStrategy):
     restart_trials : int, optional
         Trials of each exploration slice after a convergence (default: ``num_trials_per_iter``
         of the tuning).
+    explore_share : float
+        Share of every descent batch given to a running EvolutionarySearch, in [0, 1): its
+        candidates are measured beside the incumbent's controls like neighbours, and one that
+        is significantly faster is confirmed and jumped to. 0: descent batches hold only the
+        incumbent's neighbourhood.
     """
 
     def __init__(
@@ -156,6 +164,7 @@ class DropletStrategy(PySearchStrategy):
         speculate: bool = True,
         when_converged: WhenConverged = "explore",
         restart_trials: int | None = None,
+        explore_share: float = 0.0,
     ) -> None:
         if isinstance(num_evolutionary_trials, bool) or not isinstance(
             num_evolutionary_trials, int
@@ -182,6 +191,12 @@ class DropletStrategy(PySearchStrategy):
         _check_optional_int("control_every", control_every, 2)
         _check_optional_int("max_challengers", max_challengers, 1, optional=False)
         _check_optional_int("restart_trials", restart_trials, 1)
+        if (
+            isinstance(explore_share, bool)
+            or not isinstance(explore_share, int | float)
+            or not 0.0 <= explore_share < 1.0
+        ):
+            raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
         if when_converged not in ("explore", "stop"):
             raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
         evolutionary = dict(evolutionary or {})
@@ -204,6 +219,7 @@ class DropletStrategy(PySearchStrategy):
         self.speculate = bool(speculate)
         self.when_converged: WhenConverged = when_converged
         self.restart_trials = restart_trials
+        self.explore_share = float(explore_share)
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: _Run | None = None
@@ -217,8 +233,9 @@ class DropletStrategy(PySearchStrategy):
         Filled by this strategy and by every clone of it (MetaSchedule tunes clones), one dict
         per ``post_tuning``: ``task``, ``trials``, ``descents``, ``moves``,
         ``strategy_seconds`` (the strategy's own time: neighbours, replay, cost-model
-        ranking) and ``final_pick_is_incumbent`` (whether the record stock TVM compiles, the
-        lowest mean, is the last descent's incumbent; None without a descent).
+        ranking), ``side_trials`` (exploration candidates measured in descent batches, with
+        ``explore_share``) and ``final_pick_is_incumbent`` (whether the record stock TVM
+        compiles, the lowest mean, is the last descent's incumbent; None without a descent).
         """
         return list(self._summaries)
 
@@ -238,6 +255,7 @@ class DropletStrategy(PySearchStrategy):
             "speculate": self.speculate,
             "when_converged": self.when_converged,
             "restart_trials": self.restart_trials,
+            "explore_share": self.explore_share,
         }
 
     def clone(self) -> SearchStrategy:
@@ -308,6 +326,7 @@ class DropletStrategy(PySearchStrategy):
         pick_is_incumbent = None
         try:
             self._stop_exploring(run)
+            self._stop_side_exploration(run)
             if run.descent is not None:
                 pick_is_incumbent = _log_final_pick(run, run.descent.incumbent.key)
         except Exception:  # a log line must never fail a tuning
@@ -321,6 +340,7 @@ class DropletStrategy(PySearchStrategy):
                 "descents": run.num_descents,
                 "moves": run.num_moves,
                 "strategy_seconds": run.own_seconds,
+                "side_trials": run.side_trials,
                 "final_pick_is_incumbent": pick_is_incumbent,
             }
         )
@@ -373,12 +393,14 @@ class DropletStrategy(PySearchStrategy):
                     return None
             assert run.descent is not None
             batch_cap = min(run.num_trials_per_iter, remaining)
+            self._offer_exploration(run)
             start = time.perf_counter()
             proposals = run.descent.propose(batch_cap)
             run.own_seconds += time.perf_counter() - start
             if proposals is not None:
                 run.pending = proposals
                 return [measure_candidate(p.neighbour.point) for p in proposals]
+            self._stop_side_exploration(run)
             if batch_cap < 2 or self.when_converged == "stop":
                 run.phase = "done"
                 return None
@@ -392,6 +414,35 @@ class DropletStrategy(PySearchStrategy):
             )
             self._start_exploring(run, slice_trials, adaptive=False)
         return None
+
+    def _offer_exploration(self, run: _Run) -> None:
+        """With ``explore_share``, hand the side EvolutionarySearch's next batch to the descent."""
+        run.offered = []
+        if not run.side_evo or self._evo is None or run.descent is None:
+            return
+        cands = self._evo.generate_measure_candidates()
+        if cands is None or len(cands) == 0:
+            self._stop_side_exploration(run)
+            return
+        run.offered = list(cands)
+        nbs = []
+        for cand in run.offered:
+            run.cache.add_module(cand.sch)
+            nbs.append(Neighbour("evolutionary", cand.sch, trace_key(cand.sch.trace)))
+        run.descent.offer(nbs)
+
+    def _start_side_exploration(self, run: _Run) -> None:
+        share = round(self.explore_share * run.num_trials_per_iter)
+        if share < 1 or self._evo is None:
+            return
+        self._evo.pre_tuning(run.max_trials, share, run.design_spaces, run.database, run.cost_model)
+        run.side_evo = True
+
+    def _stop_side_exploration(self, run: _Run) -> None:
+        run.offered = []
+        if run.side_evo and self._evo is not None:
+            run.side_evo = False
+            self._evo.post_tuning()
 
     def _explore(self, run: _Run) -> list[MeasureCandidate] | None:
         """The inner EvolutionarySearch's next batch, or None when exploration is over."""
@@ -482,6 +533,19 @@ class DropletStrategy(PySearchStrategy):
             run.cache.seen.add(prop.neighbour.key)
             ok = samples_of(res.run_secs) if res.error_msg is None else None
             samples.append(ok)
+        if run.offered and self._evo is not None:
+            # The side EvolutionarySearch only counts its results: give it those of its own
+            # candidates that the descent measured.
+            offered = {trace_key(c.sch.trace): c for c in run.offered}
+            mine = [
+                (offered[p.neighbour.key], res)
+                for p, res in zip(proposals, results, strict=True)
+                if p.role == "explore" and p.neighbour.key in offered
+            ]
+            run.offered = []
+            if mine:
+                self._evo.notify_runner_results([c for c, _ in mine], [r for _, r in mine])
+                run.side_trials += len(mine)
         assert run.descent is not None
         start = time.perf_counter()
         moves_before = len(run.descent.moves)
@@ -579,6 +643,8 @@ class DropletStrategy(PySearchStrategy):
             confirm_slots=2 if self.control_every is not None else 1,
         )
         run.own_seconds += time.perf_counter() - begin
+        if self.explore_share > 0.0:
+            self._start_side_exploration(run)
         return True
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from tvm.s_tir.schedule import Trace
 
-from ms_droplet._decisions import _canon
+from ms_droplet._decisions import canonical_json
 
 
 def coordinates(trace: Trace) -> dict[tuple[str, int], object]:
     """Sampling decisions and parallel annotations of a trace, by instruction index."""
-    insts, decisions = _canon(trace.as_json(remove_postproc=True))
+    insts, decisions = canonical_json(trace)
     out: dict[tuple[str, int], object] = {}
     for idx, dec in decisions:
         out[("decision", idx)] = tuple(dec) if isinstance(dec, list) else dec
@@ -44,7 +44,7 @@ def num_differences(a: dict, b: dict) -> int | None:
 
 def tile_products_ok(trace: Trace, extents: dict[int, int] | None = None) -> bool:
     """Every SamplePerfectTile decision is a perfect tiling of its loop."""
-    insts, decisions = _canon(trace.as_json(remove_postproc=True))
+    insts, decisions = canonical_json(trace)
     for idx, dec in decisions:
         if insts[idx][0] == "SamplePerfectTile":
             prod = 1
@@ -62,7 +62,7 @@ def tile_products_ok(trace: Trace, extents: dict[int, int] | None = None) -> boo
 
 def tile_extents(trace: Trace) -> dict[int, int]:
     """The loop extent behind each SamplePerfectTile (the product of its decision)."""
-    insts, decisions = _canon(trace.as_json(remove_postproc=True))
+    insts, decisions = canonical_json(trace)
     out = {}
     for idx, dec in decisions:
         if insts[idx][0] == "SamplePerfectTile":

@@ -506,3 +506,20 @@ def test_report_flags_a_post_opt_whose_droplet_failed_everything(tmp_path):
     post = summary["workloads"]["matmul:8,8,8"]["seeds"]["0"]["strategies"]["post_opt"]
     assert post["post_opt_candidates"] == 3 and post["post_opt_failed"] == 3
     assert "all 3 candidates of its Droplet failed" in markdown
+
+
+def test_every_suite_is_a_valid_benchmark():
+    from ms_droplet._workloads import load_workload
+    from ms_droplet.bench._suites import SUITES
+
+    assert {"quick", "small", "plateau", "paper-cpu"} <= set(SUITES)
+    for suite in SUITES.values():
+        BenchConfig(
+            workloads=suite.workloads,
+            seeds=(0,),
+            trials=suite.trials,
+            num_evolutionary_trials=suite.num_evolutionary_trials,
+        )
+        if suite.name != "paper-cpu":
+            for workload in suite.workloads:
+                assert load_workload(workload) is not None

@@ -351,3 +351,41 @@ def test_a_confirmed_but_slower_challenger_is_logged_as_such() -> None:
     rejects = trace.kinds("reject")
     assert [e.coordinate for e in rejects] == ["x0-1"]
     assert "another challenger was faster" in rejects[0].message
+
+
+# ---------------------------------------------------------------------------- offered points
+
+
+def test_offered_points_are_measured_first_and_a_faster_one_is_jumped_to() -> None:
+    events: list = []
+    d = Descent(
+        nb((0, 0, 0, 0)),
+        neighbours=box_neighbours(),
+        pvalue=0.01,
+        seed=1,
+        on_event=events.append,
+        control_every=8,
+        speculate=True,
+        confirm_slots=2,
+    )
+    runner = Runner(bowl(OPT), seed=3)
+    far = [nb((5, 5, 5, 5), "evolutionary"), nb(OPT, "evolutionary")]
+    # the start itself (seen) is skipped; 20 more points than fit are dropped after the batch
+    extra = [nb((15, 15, 15, k), "evolutionary") for k in range(12)]
+    d.offer([nb((0, 0, 0, 0), "evolutionary"), *far, *extra])
+    props = d.propose(16)
+    explores = [p.neighbour.key for p in props if p.role == "explore"]
+    assert explores[:2] == [(5, 5, 5, 5), OPT], "offered points come first, in order"
+    assert (0, 0, 0, 0) not in explores
+    taken = set(explores)
+    d.observe(runner(props))
+    assert any(e.kind == "challenger" and e.coordinate == "evolutionary" for e in events)
+    proposed_later: set = set()
+    for _ in range(3):
+        props = d.propose(16)
+        proposed_later |= {p.neighbour.key for p in props if p.role == "explore"}
+        d.observe(runner(props))
+    assert d.incumbent.key == OPT, "the confirmed faster offered point was not jumped to"
+    assert any(e.kind == "move" and e.coordinate == "evolutionary" for e in events)
+    dropped = {n.key for n in extra} - taken
+    assert dropped and not dropped & proposed_later, "an unmeasured offered point came back"

@@ -52,18 +52,22 @@ def _tune(
     evo_trials=16,
     runner=None,
     builder=None,
+    strategies=None,
     **kwargs,
 ):
     runner = runner or LandscapeRunner()
+    strategy = ms_droplet.DropletStrategy(
+        num_evolutionary_trials=evo_trials, evolutionary=EVO, **kwargs
+    )
+    if strategies is not None:
+        strategies.append(strategy)
     db = ms.tune_tir(
         mod,
         target,
         str(work_dir),
         max_trials_global=trials,
         num_trials_per_iter=per_iter,
-        strategy=ms_droplet.DropletStrategy(
-            num_evolutionary_trials=evo_trials, evolutionary=EVO, **kwargs
-        ),
+        strategy=strategy,
         builder=builder or HashBuilder(),
         runner=runner,
         cost_model=ms.cost_model.RandomModel(seed=seed),
@@ -320,3 +324,30 @@ def test_other_build_errors_do_not_blame_timeouts(matmul64, target, tmp_path):
     _tune(matmul64, target, tmp_path, builder=HashBuilder(fail_fraction=1.0), trials=32)
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert "every build of this batch" not in log
+
+
+def test_explore_share_mixes_evolutionary_candidates_into_descent_batches(
+    matmul64, target, tmp_path
+):
+    from ._helpers import assert_only_controls_and_confirmations_repeat
+
+    strategies: list = []
+    _, runner = _tune(
+        matmul64, target, tmp_path, trials=160, explore_share=0.5, strategies=strategies
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sum(sizes) == 160 and all(s <= 16 for s in sizes)
+    descent = _descent_batches(runner, 16)
+    assert len(descent) >= 3
+    # The side EvolutionarySearch had its share (8 of 16 slots) of the descent batches (it may
+    # send fewer when its picks are duplicates)
+    (summary,) = strategies[0].summaries
+    assert summary["side_trials"] >= 4 * len(descent), summary
+    assert summary["side_trials"] <= 8 * len(descent)
+    earlier: set[int] = {h for b in runner.batches[: len(runner.batches) - len(descent)] for h in b}
+    for batch in descent:
+        assert_only_controls_and_confirmations_repeat(batch, earlier)
+        earlier.update(batch)
+    # same seed, same candidates
+    _, again = _tune(matmul64, target, tmp_path / "again", trials=160, explore_share=0.5)
+    assert again.batches == runner.batches

@@ -108,6 +108,20 @@ SUITES: dict[str, Suite] = {
         about="the small-budget regime: 4 Ansor ops and 2 ResNet-18 layers, budget 64 (use "
         "--ratio 4 --seeds 0 1 2): about 9 minutes per workload and seed on 2 cores",
     ),
+    "plateau": Suite(
+        name="plateau",
+        workloads=(
+            "matmul:512,512,512",
+            "C2D:1",
+            "DEP:1",
+            "conv2d:1,28,28,128,128,3,1,1",
+        ),
+        trials=300,
+        num_evolutionary_trials=200,
+        about="the plateau regime: 3 Ansor ops and a ResNet-18 layer, budget 300 with at most 200 "
+        "explored (the descent starts earlier when exploration stagnates; use --ratio 4 --seeds "
+        "0 1): about 25 minutes per workload and seed on 2 cores",
+    ),
     "paper-cpu": Suite(
         name="paper-cpu",
         workloads=(*_ansor(), *_RESNET18, *_VGG11),
