@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DropletStrategy"]
 
+#: The most records of the database a resumed tuning trains the cost model on.
+_PRETRAIN_RECORDS = 512
+
 _EVOLUTIONARY_KEYS = (
     "population_size",
     "init_measured_ratio",
@@ -317,8 +320,34 @@ class DropletStrategy(PySearchStrategy):
                 self.num_evolutionary_trials,
             )
         self._run = run
+        if explored and cost_model is not None:
+            self._train_on_records(run, records)
         if evo_trials > 0:
             self._start_exploring(run, evo_trials, adaptive=True)
+
+    def _train_on_records(self, run: _Run, records: list) -> None:
+        """Train the task's cost model on records already in the database (a resumed tuning).
+
+        MetaSchedule trains the model only on the batches it measures, so a tuning that starts
+        from a filled database would rank its first neighbours with an untrained model. Up to
+        ``_PRETRAIN_RECORDS`` successful records are replayed and given to it.
+        """
+        from tvm.s_tir.meta_schedule.runner import RunnerResult
+
+        assert self._context is not None and run.cost_model is not None
+        begin = time.perf_counter()
+        cands, results = [], []
+        for rec in [r for r in records if not is_failure(r)][:_PRETRAIN_RECORDS]:
+            sch = run.cache.replay(rec.trace)
+            if sch is not None:
+                cands.append(measure_candidate(sch))
+                results.append(RunnerResult(run_secs=rec.run_secs, error_msg=None))
+        if cands:
+            run.cost_model.update(self._context, cands, results)
+            run.logger.info(
+                "Droplet: the cost model is trained on %d record(s) of the database", len(cands)
+            )
+        run.own_seconds += time.perf_counter() - begin
 
     def post_tuning(self) -> None:
         """Finish the run: end the inner EvolutionarySearch, drop the run state."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -461,7 +462,14 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_benc
     # droplet and evolutionary are found finished, only the variant is tuned
     assert "1 runs tuned, 2 found finished, 1 re-measured" in stdout
     assert {s: _db_lines(out, s) for s in STRATEGIES} == before
-    assert len(_db_lines(out, "droplet-nospec")) == 8
+    # the variant starts from droplet's 4 explored records (same kernels, not its own luck),
+    # trains the cost model on them, and descends for the other 4 trials
+    lines = _db_lines(out, "droplet-nospec")
+    assert len(lines) == 8 and lines[:4] == _db_lines(out, "droplet")[:4]
+    wd = run_dir(out, WORKLOAD, "droplet-nospec", 0)
+    log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
+    assert "the cost model is trained on 4 record(s)" in log
+    assert "descent 1 starts after 0 trial(s)" in log
     data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
     assert {"droplet", "evolutionary", "post_opt", "droplet-nospec"} <= set(data["samples"])
     bench = json.load(open(os.path.join(out, "bench.json")))

@@ -254,6 +254,7 @@ def _tune_run(
     with lock:
         return _tune_locked_run(
             work_dir,
+            run_dir(out, workload, "droplet", seed),
             workload,
             strategy,
             seed,
@@ -268,6 +269,7 @@ def _tune_run(
 
 def _tune_locked_run(
     work_dir: str,
+    droplet_dir: str,
     workload: str,
     strategy: str,
     seed: int,
@@ -281,6 +283,8 @@ def _tune_locked_run(
 ) -> bool:
     result_path = os.path.join(work_dir, "result.json")
     trials_path = os.path.join(work_dir, "trials.jsonl")
+    if strategy.startswith(VARIANT_PREFIX) and not os.path.exists(trials_path):
+        _copy_exploration(work_dir, droplet_dir, config, mod=mod)
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
     done = _num_records(_open_database(work_dir, locked=True))
@@ -358,6 +362,43 @@ def _tune_locked_run(
         },
     )
     return True
+
+
+def _copy_exploration(
+    work_dir: str, source: str, config: BenchConfig, *, mod: tvm.IRModule
+) -> None:
+    """Start a droplet variant from droplet's own exploration (``source``: its run dir).
+
+    The first N records and trial lines of the finished droplet run are copied, so the variant
+    explores nothing itself (DropletStrategy counts the records toward its N) and the ablation
+    compares descents from the same explored kernels, not exploration luck. Without a finished
+    droplet run the variant explores on its own.
+    """
+    if not os.path.exists(os.path.join(source, "result.json")):
+        logger.warning(
+            "no finished droplet run to copy the exploration from: %s explores", work_dir
+        )
+        return
+    n = config.num_evolutionary_trials
+    src_db = _open_database(source)
+    wl = find_workload(src_db, mod)
+    trials = read_trials(os.path.join(source, "trials.jsonl"))[:n]
+    if wl is None or len(trials) < n:
+        logger.warning(
+            "the droplet run of %s has fewer than %d trials: the variant explores", source, n
+        )
+        return
+    records = first_records(source, wl, n)
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    workload_entry = db.commit_workload(mod)
+    for rec in records:
+        db.commit_tuning_record(
+            ms.database.TuningRecord(
+                rec.trace, workload_entry, rec.run_secs, rec.target, rec.args_info
+            )
+        )
+    with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(t) + "\n" for t in trials))
 
 
 def _remeasure(
