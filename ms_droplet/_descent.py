@@ -313,7 +313,7 @@ class Descent(Generic[P]):
         once confirmed, the new incumbent (a jump). Points already seen are skipped; offered
         points not measured by the next batch are dropped.
         """
-        self._offered = _Queue([nb for nb in reversed(list(points)) if nb.key not in self._seen])
+        self._offered = _Queue(list(reversed(list(points))))
 
     def propose(self, max_batch: int) -> list[Proposal] | None:
         """Return the next batch (a control first), or None when the descent is over.

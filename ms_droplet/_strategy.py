@@ -94,7 +94,8 @@ class _Run:
     own_seconds: float = 0.0  # the strategy's own time: neighbours, replay, ranking
     side_evo: bool = False  # an EvolutionarySearch fills part of every descent batch
     side_trials: int = 0  # its candidates measured in descent batches
-    offered: list[MeasureCandidate] = field(default_factory=list)  # its candidates in flight
+    # its candidates in flight, by trace key
+    offered: dict[str, MeasureCandidate] = field(default_factory=dict)
 
 
 @derived_object
@@ -446,19 +447,19 @@ class DropletStrategy(PySearchStrategy):
 
     def _offer_exploration(self, run: _Run) -> None:
         """With ``explore_share``, hand the side EvolutionarySearch's next batch to the descent."""
-        run.offered = []
+        run.offered = {}
         if not run.side_evo or self._evo is None or run.descent is None:
             return
         cands = self._evo.generate_measure_candidates()
         if cands is None or len(cands) == 0:
             self._stop_side_exploration(run)
             return
-        run.offered = list(cands)
-        nbs = []
-        for cand in run.offered:
+        run.offered = {trace_key(cand.sch.trace): cand for cand in cands}
+        for cand in run.offered.values():
             run.cache.add_module(cand.sch)
-            nbs.append(Neighbour("evolutionary", cand.sch, trace_key(cand.sch.trace)))
-        run.descent.offer(nbs)
+        run.descent.offer(
+            Neighbour("evolutionary", cand.sch, key) for key, cand in run.offered.items()
+        )
 
     def _start_side_exploration(self, run: _Run) -> None:
         share = round(self.explore_share * run.num_trials_per_iter)
@@ -468,7 +469,7 @@ class DropletStrategy(PySearchStrategy):
         run.side_evo = True
 
     def _stop_side_exploration(self, run: _Run) -> None:
-        run.offered = []
+        run.offered = {}
         if run.side_evo and self._evo is not None:
             run.side_evo = False
             self._evo.post_tuning()
@@ -565,13 +566,12 @@ class DropletStrategy(PySearchStrategy):
         if run.offered and self._evo is not None:
             # The side EvolutionarySearch only counts its results: give it those of its own
             # candidates that the descent measured.
-            offered = {trace_key(c.sch.trace): c for c in run.offered}
             mine = [
-                (offered[p.neighbour.key], res)
+                (run.offered[p.neighbour.key], res)
                 for p, res in zip(proposals, results, strict=True)
-                if p.role == "explore" and p.neighbour.key in offered
+                if p.role == "explore" and p.neighbour.key in run.offered
             ]
-            run.offered = []
+            run.offered = {}
             if mine:
                 self._evo.notify_runner_results([c for c, _ in mine], [r for _, r in mine])
                 run.side_trials += len(mine)

@@ -283,7 +283,9 @@ def _tune_locked_run(
 ) -> bool:
     result_path = os.path.join(work_dir, "result.json")
     trials_path = os.path.join(work_dir, "trials.jsonl")
-    if strategy.startswith(VARIANT_PREFIX) and not os.path.exists(trials_path):
+    if strategy.startswith(VARIANT_PREFIX) and not os.path.exists(
+        os.path.join(work_dir, "database_tuning_record.json")
+    ):
         _copy_exploration(work_dir, droplet_dir, config, mod=mod)
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
@@ -389,6 +391,10 @@ def _copy_exploration(
         )
         return
     records = first_records(source, wl, n)
+    # The trial lines first, the records last: a copy cut short is redone (the trial file is
+    # rewritten) until the database exists, and is never committed twice.
+    with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(t) + "\n" for t in trials))
     db = ms.database.JSONDatabase(work_dir=work_dir)
     workload_entry = db.commit_workload(mod)
     for rec in records:
@@ -397,8 +403,6 @@ def _copy_exploration(
                 rec.trace, workload_entry, rec.run_secs, rec.target, rec.args_info
             )
         )
-    with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(t) + "\n" for t in trials))
 
 
 def _remeasure(
