@@ -32,11 +32,33 @@ import math
 import os
 from typing import Any
 
-__all__ = ["append_lines", "json_safe", "replace_atomically", "trim_partial_line", "write_json"]
+__all__ = [
+    "append_lines",
+    "ensure_writable_dir",
+    "json_safe",
+    "replace_atomically",
+    "trim_partial_line",
+    "write_json",
+]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16
+
+
+def ensure_writable_dir(path: str) -> None:
+    """Create the folder ``path`` if needed and check that a file can be written in it.
+
+    Raises
+    ------
+    OSError
+        When it cannot be created or written to.
+    """
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, ".write_test")
+    with open(probe, "w", encoding="utf-8"):
+        pass
+    os.remove(probe)
 
 
 def replace_atomically(path: str, data: bytes) -> None:

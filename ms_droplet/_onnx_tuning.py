@@ -54,6 +54,8 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from . import _onnx
 from ._database import check_database
 from ._evaluate import time_interleaved
+from ._factories import cpu_model
+from ._files import ensure_writable_dir
 from ._onnx import InputSpec, OnnxModelError, OutputComparison
 from ._stats import median
 from ._strategy import DropletStrategy
@@ -293,11 +295,7 @@ def _check_work_dir(work_dir: str, settings: dict[str, Any]) -> None:
     """Create ``work_dir``, or check that its records are the tuning of the same model, input
     shapes and target, and that its database is readable."""
     try:
-        os.makedirs(work_dir, exist_ok=True)
-        probe = os.path.join(work_dir, ".write_test")
-        with open(probe, "w", encoding="utf-8"):
-            pass
-        os.remove(probe)
+        ensure_writable_dir(work_dir)
     except OSError as err:
         raise TuneModelError(f"the work dir {work_dir!r} is not writable: {err}") from None
     problems = check_database(work_dir)
@@ -354,17 +352,6 @@ def _previous_runs(work_dir: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 logger.warning("%s: skipping an unreadable line", path)
     return runs
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------------------
@@ -685,7 +672,7 @@ def tune_onnx(
         target=str(target),
         num_cores=num_cores,
         machine={
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "tvm": tvm.__version__,
             "onnxruntime": _version_of("onnxruntime"),
             "onnx": _version_of("onnx"),

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 
 from ._cli_args import add_bench_args, add_measure_args, add_target_args, add_tune_args
+from ._files import ensure_writable_dir
 from ._lock import WorkDirLocked, lock_work_dir
 
 __all__ = ["build_parser", "main"]
@@ -92,11 +93,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 2
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="ms_droplet_")
     try:
-        os.makedirs(work_dir, exist_ok=True)
-        probe = os.path.join(work_dir, ".write_test")
-        with open(probe, "w", encoding="utf-8"):
-            pass
-        os.remove(probe)
+        ensure_writable_dir(work_dir)
     except OSError as err:
         print(f"error: --work-dir {work_dir!r} is not writable: {err}", file=sys.stderr)
         return 2
