@@ -204,7 +204,10 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=JSON",
         help="also run droplet-NAME, droplet with these DropletStrategy settings, for an "
         """ablation (repeatable), e.g. --variant 'norank={"rank_neighbours": false}'; """
-        "the evolutionary runs of the folder are reused",
+        "the evolutionary runs of the folder are reused. A variant starts from droplet's "
+        """explored trials; with "start_from": "evolutionary" it continues the evolutionary """
+        "run's own trials instead (its first N, or up to where droplet's stagnation rule would "
+        "switch), so droplet@B and evolutionary@B share their explored kernels",
     )
     add_target_args(p)
     add_measure_args(p, per_iter=32)

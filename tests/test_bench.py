@@ -35,6 +35,7 @@ from ms_droplet.bench._config import (
     BenchError,
     parse_variant,
 )
+from ms_droplet.bench._driver import exploration_length
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 
@@ -143,6 +144,7 @@ def test_variants_parse_validate_and_update_droplets_settings():
         ("x=[1]", "JSON object"),
         ('x={"rank": true}', "unexpected keyword"),
         ('x={"max_step": 0}', "max_step"),
+        ('x={"start_from": "post_opt"}', "start_from must be one of"),
     ):
         with pytest.raises(BenchError, match=why):
             parse_variant(bad)
@@ -166,6 +168,34 @@ def test_variants_parse_validate_and_update_droplets_settings():
         BenchConfig(
             workloads=("matmul:8,8,8",), seeds=(0,), trials=8, strategies=("droplet-other",)
         )
+    # start_from is the variant's own key, not a DropletStrategy setting
+    cont = parse_variant('cont={"start_from": "evolutionary", "max_step": 2}')
+    cfg = BenchConfig(
+        workloads=("matmul:8,8,8",),
+        seeds=(0,),
+        trials=8,
+        num_evolutionary_trials=4,
+        strategies=("droplet", "evolutionary", "droplet-norank", "droplet-cont"),
+        variants=((name, settings), cont),
+    )
+    assert cfg.droplet_settings("droplet-cont") == {
+        "num_evolutionary_trials": 4,
+        "pvalue": 0.05,
+        "max_step": 2,
+    }
+    assert [cfg.start_from(s) for s in cfg.strategies] == [None, None, "droplet", "evolutionary"]
+
+
+def test_exploration_length_replays_the_adaptive_switch():
+    ms_ = [5.0, 4.0, 4.0, 3.99, 4.1, 3.98, 3.97, 3.0, 3.1]  # 3.99 .. 3.97 gain < 1 %
+    # after the batch ending at trial 6, 4 trials have passed without a 1 % gain
+    assert exploration_length(ms_, per_batch=2, patience=4) == 6
+    # checked per full batch: 3 trials without a gain after trial 5, seen after the batch of 6
+    assert exploration_length(ms_, per_batch=1, patience=3) == 5
+    assert exploration_length(ms_, per_batch=2, patience=3) == 6
+    assert exploration_length(ms_, per_batch=2, patience=5) == len(ms_)  # 3.0 resets it
+    assert exploration_length(ms_, per_batch=2, patience=None) == len(ms_)
+    assert exploration_length([math.inf] * 4, per_batch=2, patience=2) == 2  # failures count
 
 
 def test_bench_bad_variant_exits_2(capsys, tmp_path):
@@ -406,6 +436,8 @@ def test_tiny_bench_writes_what_report_and_plot_read(tiny_bench):
     assert "--trials 8" in summary["bench"]["commands"][0]
     post = entry["strategies"]["post_opt"]
     assert post["post_opt_candidates"] == post["trials"] - 4 > 0
+    # its candidates went through the bench's (warm) builder: built and ran
+    assert post["post_opt_failed"] < post["post_opt_candidates"]
     # droplet's own time and its descents come from the strategy (a clone tuned the task)
     drop = json.load(open(os.path.join(run_dir(out, WORKLOAD, "droplet", 0), "result.json")))
     assert drop["descents"] >= 1 and 0 < drop["strategy_seconds"] < drop["tuning_seconds"]
@@ -458,9 +490,10 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_benc
     out, _ = tiny_bench
     before = {s: _db_lines(out, s) for s in STRATEGIES}
     variant = 'nospec={"speculate": false, "rank_neighbours": false}'
-    stdout = _bench(out, "--variant", variant)
-    # droplet and evolutionary are found finished, only the variant is tuned
-    assert "1 runs tuned, 2 found finished, 1 re-measured" in stdout
+    cont = 'cont={"start_from": "evolutionary"}'
+    stdout = _bench(out, "--variant", variant, "--variant", cont)
+    # droplet and evolutionary are found finished, only the variants are tuned
+    assert "2 runs tuned, 2 found finished, 1 re-measured" in stdout
     assert {s: _db_lines(out, s) for s in STRATEGIES} == before
     # the variant starts from droplet's 4 explored records (same kernels, not its own luck),
     # trains the cost model on them, and descends for the other 4 trials
@@ -470,10 +503,27 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_benc
     log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
     assert "the cost model is trained on 4 record(s)" in log
     assert "descent 1 starts after 0 trial(s)" in log
+    # cont continues evolutionary's own trajectory: its first 4 trials, then the descent
+    lines = _db_lines(out, "droplet-cont")
+    assert len(lines) == 8 and lines[:4] == _db_lines(out, "evolutionary")[:4]
+    evo_trials = read_trials(
+        os.path.join(run_dir(out, WORKLOAD, "evolutionary", 0), "trials.jsonl")
+    )
+    cont_dir = run_dir(out, WORKLOAD, "droplet-cont", 0)
+    cont_trials = read_trials(os.path.join(cont_dir, "trials.jsonl"))
+    assert cont_trials[:4] == evo_trials[:4]  # its tuning time includes that exploration
+    assert cont_trials[4]["wall_s"] >= evo_trials[3]["wall_s"]
+    log = "".join(p.read_text() for p in Path(cont_dir, "logs").glob("*.log"))
+    assert "descent 1 starts after 0 trial(s)" in log
     data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
-    assert {"droplet", "evolutionary", "post_opt", "droplet-nospec"} <= set(data["samples"])
+    assert {"droplet", "evolutionary", "post_opt", "droplet-nospec", "droplet-cont"} <= set(
+        data["samples"]
+    )
     bench = json.load(open(os.path.join(out, "bench.json")))
-    assert bench["variants"] == [["nospec", {"speculate": False, "rank_neighbours": False}]]
+    assert bench["variants"] == [
+        ["nospec", {"speculate": False, "rank_neighbours": False}],
+        ["cont", {"start_from": "evolutionary"}],
+    ]
     assert "latency droplet-nospec/droplet" in open(os.path.join(out, "report.md")).read()
     # the same name with other settings is refused
     code, _, stderr = run_cli(*BENCH_ARGS, "--out", out, "--variant", 'nospec={"max_step": 2}')

@@ -17,8 +17,12 @@
 """Fault injection with real builds and runs: kill a tuning at several points, resume each time.
 
 One subprocess imports TVM once (the tensor intrinsics cost ~30-50 s here) and forks one child
-per attempt. Each child tunes ``matmul:16,16,16`` with the real ``WarmBuilder`` and
-``LocalRunner`` into the same work dir and SIGKILLs its whole process group at a planned point:
+per attempt. Each child tunes ``matmul:16,16,16`` into the same work dir with real builds (TVM's
+``default_build``/``default_export``, the LLVM build ``LocalBuilder``'s workers run, done in the
+child itself so that no attempt pays a builder worker's import of the tensor intrinsics; the
+``WarmBuilder``'s workers and their deaths are ``test_warm_builder``'s subject) and the real
+``LocalRunner``, and SIGKILLs its whole process group (the runner's worker with it) at a planned
+point:
 
 1. during the exploration (while its second batch is being built),
 2. during the descent (while a descent batch is being built),
@@ -56,7 +60,8 @@ _ZYGOTE = textwrap.dedent(
     import tvm.s_tir.tensor_intrin  # noqa: F401  (paid once, before forking)
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import PyBuilder
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     import ms_droplet
     from ms_droplet._database import repair_database
@@ -71,7 +76,7 @@ _ZYGOTE = textwrap.dedent(
     TRIALS, PER_ITER, EXPLORE = 12, 4, 8
 
     def die():
-        os.killpg(os.getpgid(0), signal.SIGKILL)  # the child and its builder/runner workers
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # the child and its runner worker
 
     def journal(entry):
         with open(journal_path, "a") as f:
@@ -90,12 +95,14 @@ _ZYGOTE = textwrap.dedent(
 
         @derived_object
         class KillableBuilder(PyBuilder):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
             def build(self, build_inputs):
-                results = self.inner.build(build_inputs)
+                results = []
+                for inp in build_inputs:
+                    try:
+                        path = default_export(default_build(inp.mod, inp.target, None))
+                        results.append(BuilderResult(path, None))
+                    except Exception as err:
+                        results.append(BuilderResult(None, repr(err)))
                 hook("build")
                 return results
 
@@ -116,25 +123,21 @@ _ZYGOTE = textwrap.dedent(
                     }})
                 hook(self.name)
 
-        warm = ms_droplet.WarmBuilder(max_workers=1, timeout_sec=120)
-        try:
-            ms.tune_tir(
-                load_workload("matmul:16,16,16"), host_target(), work_dir,
-                max_trials_global=TRIALS, num_trials_per_iter=PER_ITER,
-                strategy=ms_droplet.DropletStrategy(
-                    num_evolutionary_trials=EXPLORE, max_step=2,
-                    evolutionary={{"population_size": 16, "genetic_num_iters": 1}}),
-                builder=KillableBuilder(warm),
-                runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-                    number=1, repeat=1, min_repeat_ms=0, enable_cpu_cache_flush=False)),
-                cost_model=ms.cost_model.RandomModel(seed=1),
-                measure_callbacks=[
-                    Hook("precommit"), ms.measure_callback.AddToDatabase(), Hook("postcommit"),
-                ],
-                seed=1, num_tuning_cores=1,
-            )
-        finally:
-            warm.shutdown()
+        ms.tune_tir(
+            load_workload("matmul:16,16,16"), host_target(), work_dir,
+            max_trials_global=TRIALS, num_trials_per_iter=PER_ITER,
+            strategy=ms_droplet.DropletStrategy(
+                num_evolutionary_trials=EXPLORE, max_step=2,
+                evolutionary={{"population_size": 16, "genetic_num_iters": 1}}),
+            builder=KillableBuilder(),
+            runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+                number=1, repeat=1, min_repeat_ms=0, enable_cpu_cache_flush=False)),
+            cost_model=ms.cost_model.RandomModel(seed=1),
+            measure_callbacks=[
+                Hook("precommit"), ms.measure_callback.AddToDatabase(), Hook("postcommit"),
+            ],
+            seed=1, num_tuning_cores=1,
+        )
         journal({{"attempt": number, "finished": True}})
 
     for number, kill in enumerate(PLAN):

@@ -18,8 +18,8 @@
 
 The bad-input tests and the ``--trials 0`` tests (import, compile, export, check against
 onnxruntime, no tuning) are fast and run the command line. The ``tuning`` tests share one real
-tuning of the tiny CNN (``tune_onnx``, the function the command runs, with a WarmBuilder started
-once for the module and TVM's LocalRunner, 20 trials), then resume a copy of it with the command
+tuning of the tiny CNN (``tune_onnx``, the function the command runs, with the test run's
+WarmBuilder and TVM's LocalRunner, 20 trials), then resume a copy of it with the command
 (same budget: nothing measured) and with the function (a larger budget).
 """
 
@@ -39,7 +39,6 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 
-import ms_droplet  # noqa: E402
 from ms_droplet import _onnx  # noqa: E402
 from ms_droplet import relax as droplet_relax  # noqa: E402
 from ms_droplet.cli import main  # noqa: E402
@@ -227,10 +226,9 @@ def test_python_api_without_tuning(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def builder():
-    b = ms_droplet.WarmBuilder(max_workers=2, timeout_sec=60)
-    yield b
-    b.shutdown()
+def builder(warm_builder):
+    """The test run's WarmBuilder (its workers' start-up is paid once per run)."""
+    return warm_builder
 
 
 def _tune(model: str, out: Path, trials: int, builder) -> droplet_relax.ModelTuneReport:

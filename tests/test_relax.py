@@ -39,7 +39,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 import ms_droplet
-from ms_droplet import models
+from ms_droplet import _relax_tune, models
 from ms_droplet import relax as droplet_relax
 from ms_droplet._decisions import trace_key
 
@@ -424,8 +424,8 @@ def test_tune_relax_warm_builder_and_droplet_default(small, target, monkeypatch)
             raise RuntimeError("tuning failed")
         return "db"
 
-    monkeypatch.setattr(droplet_relax, "WarmBuilder", FakeWarmBuilder)
-    monkeypatch.setattr(droplet_relax._ms_relax, "tune_relax", fake_tune_relax)
+    monkeypatch.setattr(_relax_tune, "WarmBuilder", FakeWarmBuilder)
+    monkeypatch.setattr(_relax_tune.ms_relax, "tune_relax", fake_tune_relax)
     assert droplet_relax.tune_relax(mod, params, target, "/unused", 8, builder="warm") == "db"
     assert len(made) == 1 and made[0].closed
     assert calls[0]["builder"] is made[0]

@@ -27,6 +27,7 @@ __all__ = [
     "AA_CONTROL",
     "EVOLUTIONARY_AT_B",
     "FIXED_SETTINGS",
+    "START_FROM",
     "STRATEGIES",
     "VARIANT_PREFIX",
     "BenchConfig",
@@ -43,6 +44,12 @@ _VARIANT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 EVOLUTIONARY_AT_B = "evolutionary@B"
 #: Re-measured kernel: droplet's best kernel timed a second time (the A/A noise floor).
 AA_CONTROL = "droplet (A/A)"
+
+#: A variant's own key (not a DropletStrategy setting): whose explored trials it starts from,
+#: droplet's (the default; an ablation of the descent) or evolutionary's (droplet continuing
+#: evolutionary's own trajectory: droplet@B and evolutionary@B then share their explored trials).
+START_FROM = "start_from"
+_START_FROM_VALUES = ("droplet", "evolutionary")
 
 #: Settings that must not change when a benchmark folder is resumed or extended.
 FIXED_SETTINGS = (
@@ -132,8 +139,15 @@ class BenchConfig:
             "pvalue": self.pvalue,
         }
         if strategy != "droplet":
-            settings.update(dict(self.variants)[strategy[len(VARIANT_PREFIX) :]])
+            variant = dict(self.variants)[strategy[len(VARIANT_PREFIX) :]]
+            settings.update({k: v for k, v in variant.items() if k != START_FROM})
         return settings
+
+    def start_from(self, strategy: str) -> str | None:
+        """The strategy whose explored trials a variant starts from (None for the others)."""
+        if not strategy.startswith(VARIANT_PREFIX):
+            return None
+        return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]].get(START_FROM, "droplet")
 
     def budget(self, strategy: str) -> int:
         """Total trials of a strategy on one workload."""
@@ -143,7 +157,9 @@ class BenchConfig:
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME=JSON`` (e.g. ``norank={"rank_neighbours": false}``) as ``(NAME, settings)``.
 
-    The settings are checked by constructing a :class:`~ms_droplet.DropletStrategy` with them.
+    The settings are checked by constructing a :class:`~ms_droplet.DropletStrategy` with them;
+    ``"start_from"`` (``"droplet"`` or ``"evolutionary"``) is the variant's own key: whose
+    explored trials it starts from.
 
     Raises
     ------
@@ -162,10 +178,16 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         raise BenchError(f"--variant {name}: the settings are not JSON ({err})") from None
     if not isinstance(settings, dict):
         raise BenchError(f"--variant {name}: the settings must be a JSON object, got {raw!r}")
+    start = settings.get(START_FROM, "droplet")
+    if start not in _START_FROM_VALUES:
+        raise BenchError(
+            f"--variant {name}: {START_FROM} must be one of {list(_START_FROM_VALUES)}, got "
+            f"{start!r}"
+        )
     from .._strategy import DropletStrategy
 
     try:
-        DropletStrategy(**settings)
+        DropletStrategy(**{k: v for k, v in settings.items() if k != START_FROM})
     except (TypeError, ValueError) as err:
         raise BenchError(f"--variant {name}: {err}") from None
     return name, settings

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ from .._records import (
     best_record,
     find_workload,
     first_records,
+    is_failure,
     latency,
     scheduled_module,
 )
@@ -64,7 +66,7 @@ from ._layout import (
 )
 from ._post_opt import restart_trials, run_post_opt
 
-__all__ = ["run_bench"]
+__all__ = ["exploration_length", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def _tune_run(
     with lock:
         return _tune_locked_run(
             work_dir,
-            run_dir(out, workload, "droplet", seed),
+            run_dir(out, workload, config.start_from(strategy) or "droplet", seed),
             workload,
             strategy,
             seed,
@@ -269,7 +271,7 @@ def _tune_run(
 
 def _tune_locked_run(
     work_dir: str,
-    droplet_dir: str,
+    source_dir: str,
     workload: str,
     strategy: str,
     seed: int,
@@ -283,10 +285,14 @@ def _tune_locked_run(
 ) -> bool:
     result_path = os.path.join(work_dir, "result.json")
     trials_path = os.path.join(work_dir, "trials.jsonl")
-    if strategy.startswith(VARIANT_PREFIX) and not os.path.exists(
-        os.path.join(work_dir, "database_tuning_record.json")
-    ):
-        _copy_exploration(work_dir, droplet_dir, config, mod=mod)
+    is_droplet = strategy == "droplet" or strategy.startswith(VARIANT_PREFIX)
+    settings = config.droplet_settings(strategy) if is_droplet else {}
+    if strategy.startswith(VARIANT_PREFIX):
+        explored = _explored_trials(source_dir, config, strategy, mod=mod)
+        if explored is not None:
+            if not os.path.exists(os.path.join(work_dir, "database_tuning_record.json")):
+                _copy_exploration(work_dir, source_dir, explored, mod=mod)
+            settings["num_evolutionary_trials"] = explored  # the descent starts at once
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
     done = _num_records(_open_database(work_dir, locked=True))
@@ -298,8 +304,8 @@ def _tune_locked_run(
     if remaining > 0:
         if console_level is not None:
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(console_level)
-        if strategy == "droplet" or strategy.startswith(VARIANT_PREFIX):
-            search = DropletStrategy(**config.droplet_settings(strategy))
+        if is_droplet:
+            search = DropletStrategy(**settings)
         else:
             search = "evolutionary"
         ms.tune_tir(
@@ -328,6 +334,7 @@ def _tune_locked_run(
             trials=config.trials - config.num_evolutionary_trials,
             seed=seed,
             log=log,
+            builder=builder,
         )
     tuning_seconds = time.perf_counter() - log.start
     summaries = [] if search is None or isinstance(search, str) else search.summaries
@@ -366,31 +373,66 @@ def _tune_locked_run(
     return True
 
 
-def _copy_exploration(
-    work_dir: str, source: str, config: BenchConfig, *, mod: tvm.IRModule
-) -> None:
-    """Start a droplet variant from droplet's own exploration (``source``: its run dir).
+def _explored_trials(
+    source: str, config: BenchConfig, strategy: str, *, mod: tvm.IRModule
+) -> int | None:
+    """How many of ``source``'s first trials a variant starts from, or None (it explores).
 
-    The first N records and trial lines of the finished droplet run are copied, so the variant
-    explores nothing itself (DropletStrategy counts the records toward its N) and the ablation
-    compares descents from the same explored kernels, not exploration luck. Without a finished
-    droplet run the variant explores on its own.
+    Droplet's exploration rule replayed on the source run's records in trial order: at most N
+    trials, ending early after a full batch once the best mean latency has not improved by 1 %
+    for ``stagnation_trials`` trials (DropletStrategy's adaptive switch). For droplet's own run
+    this is where its exploration ended (droplet's settings); for evolutionary's it is where
+    the variant's own rule would have switched to the descent on that trajectory.
     """
     if not os.path.exists(os.path.join(source, "result.json")):
         logger.warning(
-            "no finished droplet run to copy the exploration from: %s explores", work_dir
+            "no finished run in %s to start %s from: the variant explores", source, strategy
         )
-        return
+        return None
+    whose = "droplet" if config.start_from(strategy) == "droplet" else strategy
+    patience = DropletStrategy(**config.droplet_settings(whose)).stagnation_trials
+    db = _open_database(source)
+    wl = find_workload(db, mod)
     n = config.num_evolutionary_trials
+    records = [] if wl is None else first_records(source, wl, n)
+    if len(records) < n or len(read_trials(os.path.join(source, "trials.jsonl"))) < n:
+        logger.warning("%s has fewer than %d trials: %s explores", source, n, strategy)
+        return None
+    means = [math.inf if is_failure(r) else latency(r.run_secs) for r in records]
+    return exploration_length(means, per_batch=config.num_trials_per_iter, patience=patience)
+
+
+def exploration_length(means: Sequence[float], *, per_batch: int, patience: int | None) -> int:
+    """Where DropletStrategy's adaptive switch ends an exploration with these trial latencies.
+
+    The best mean latency has to improve by 1 % to reset the count of trials since the best;
+    the switch is checked before each batch, so the exploration ends after the first full
+    batch at which ``patience`` trials have passed without such a gain (``len(means)`` if
+    never; ``patience=None`` never switches early). A failed trial is ``math.inf``.
+    """
+    best, since = math.inf, 0
+    for i, mean in enumerate(means):
+        if mean < 0.99 * best:
+            best, since = mean, 0
+        else:
+            best, since = min(best, mean), since + 1
+        if patience is not None and (i + 1) % per_batch == 0 and since >= patience:
+            return i + 1
+    return len(means)
+
+
+def _copy_exploration(work_dir: str, source: str, count: int, *, mod: tvm.IRModule) -> None:
+    """Start a droplet variant from another run's first ``count`` trials (``source``: its dir).
+
+    The records and trial lines are copied, so the variant explores nothing itself (its
+    ``num_evolutionary_trials`` is ``count``) and starts its descent from the same explored
+    kernels: the ablation compares descents, not exploration luck, and a variant that starts
+    from evolutionary's trials continues evolutionary's own trajectory.
+    """
     src_db = _open_database(source)
     wl = find_workload(src_db, mod)
-    trials = read_trials(os.path.join(source, "trials.jsonl"))[:n]
-    if wl is None or len(trials) < n:
-        logger.warning(
-            "the droplet run of %s has fewer than %d trials: the variant explores", source, n
-        )
-        return
-    records = first_records(source, wl, n)
+    trials = read_trials(os.path.join(source, "trials.jsonl"))[:count]
+    records = first_records(source, wl, count)
     # The trial lines first, the records last: a copy cut short is redone (the trial file is
     # rewritten) until the database exists, and is never committed twice.
     with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:

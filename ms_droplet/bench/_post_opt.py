@@ -20,9 +20,11 @@ TVM 0.27's ``PostOpt`` reads the exploration's records from a work dir, measures
 with a ``LocalBuilder`` and ``LocalRunner`` of its own, keeps them in a temporary file it deletes,
 prints instead of logging and draws from the global ``random``. :func:`run_post_opt` runs it so
 that the benchmark still sees every candidate (a wrapped ``Space.run`` logs each one to the run's
-``trials.jsonl``), its prints go to ``post_opt.log``, its randomness comes from the run's seed and
-its failures become results. :func:`restart_trials` undoes the trial lines of an interrupted
-``PostOpt``, which starts over on resume.
+``trials.jsonl``), its builds go through the bench's builder (the one every other strategy of
+the bench uses: a ``LocalBuilder`` of its own, with PostOpt's 10 s timeout, starts fresh workers
+for every batch and builds nothing on a slow machine), its prints go to ``post_opt.log``, its
+randomness comes from the run's seed and its failures become results. :func:`restart_trials`
+undoes the trial lines of an interrupted ``PostOpt``, which starts over on resume.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ import math
 import os
 import random
 import time
+from typing import Any
 
 import tvm
+from tvm.s_tir import meta_schedule as ms
 
 from .._trial_log import TrialLog
 from ._layout import read_trials
@@ -62,14 +66,33 @@ def restart_trials(work_dir: str, explored: int) -> None:
     os.replace(f"{trials_path}.tmp", trials_path)
 
 
+class _Overrides:
+    """A stand-in for a module: the given attributes, everything else from ``base``."""
+
+    def __init__(self, base: Any, **overrides: Any) -> None:
+        self._base = base
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
 def run_post_opt(
-    work_dir: str, target: tvm.target.Target, *, trials: int, seed: int, log: TrialLog
+    work_dir: str,
+    target: tvm.target.Target,
+    *,
+    trials: int,
+    seed: int,
+    log: TrialLog,
+    builder: ms.builder.Builder | None = None,
 ) -> str | None:
     """TVM's own file-based Droplet (``tune_tir(..., post_optimization=True)``) on the records.
 
     Its ``Space.run`` is wrapped to log every candidate it measures (it keeps them in a
-    temporary file it deletes); its prints go to ``work_dir/post_opt.log``. Returns the error
-    it raised, if any (the run then keeps the exploration's best kernel).
+    temporary file it deletes); its prints go to ``work_dir/post_opt.log``. With ``builder``,
+    the ``LocalBuilder`` it creates for each batch is replaced by that builder (its runner stays
+    its own). Returns the error it raised, if any (the run then keeps the exploration's best
+    kernel).
     """
     from tvm.s_tir.meta_schedule.post_optimization import PostOpt
     from tvm.s_tir.meta_schedule.post_optimization import space as post_opt_space
@@ -88,6 +111,11 @@ def run_post_opt(
         return results
 
     post_opt_space.Space.run = logged_run
+    original_ms = post_opt_space.ms
+    if builder is not None:
+        post_opt_space.ms = _Overrides(
+            ms, builder=_Overrides(ms.builder, LocalBuilder=lambda **_settings: builder)
+        )
     error, state = None, None
     try:
         state = random.getstate()
@@ -100,6 +128,7 @@ def run_post_opt(
         logger.warning("TVM post_optimization failed in %s: %s", work_dir, error)
     finally:
         post_opt_space.Space.run = original
+        post_opt_space.ms = original_ms
         if state is not None:
             random.setstate(state)
     return error
