@@ -348,6 +348,34 @@ def test_report_paired_ratios_equal_budget_and_aa_floor(tmp_path):
     assert f"latency droplet/{AA_CONTROL}" in markdown and "(noise floor)" in markdown
     assert f"time droplet/{AA_CONTROL}" not in markdown
     assert summary["geomean"]["paired"]["droplet/post_opt"] == pytest.approx(0.5)
+    assert summary["between_process"] == {} and "## Between processes" not in markdown
+
+
+def test_report_shows_how_far_ratios_moved_between_processes(tmp_path):
+    out = str(tmp_path)
+    ms_ = 1e-3
+    now = {"droplet": [ms_] * 2, "evolutionary": [ms_] * 2, "post_opt": [2 * ms_] * 2}
+    _synthetic(out, secs={("matmul:8,8,8", 0): now})
+    path = remeasure_path(out, "matmul:8,8,8", 0)
+    data = json.load(open(path)) | {"rounds": 2}
+    _write(path, data)
+    # two earlier processes: droplet/evolutionary was 1.10 and 0.95 there (now 1.0)
+    for stamp, d in (("20260101-000000", 1.10), ("20260102-000000", 0.95)):
+        earlier = data | {"samples": {"droplet": [d * ms_] * 2, "evolutionary": [ms_] * 2}}
+        _write(f"{path}.bak-{stamp}", earlier)
+    _write(f"{path}.bak-notes", earlier)  # not a backup the bench made: ignored
+    markdown, summary = build_report(out)
+    entry = summary["workloads"]["matmul:8,8,8"]["seeds"]["0"]
+    assert entry["paired_earlier"]["droplet/evolutionary"] == pytest.approx([1.10, 0.95])
+    assert "droplet/post_opt" not in entry["paired_earlier"]  # not in the earlier processes
+    moved = summary["between_process"]["droplet/evolutionary"]
+    assert moved["comparisons"] == 2
+    assert moved["max_change"] == pytest.approx(0.10)
+    assert moved["median_change"] == pytest.approx(math.sqrt(1.10 / 0.95) - 1)
+    assert "## Between processes" in markdown and "earlier processes: 1.100, 0.950" in markdown
+    # the pair's median over its three processes (1.0, 1.10, 0.95)
+    assert summary["geomean"]["paired_over_processes"]["droplet/evolutionary"] == pytest.approx(1.0)
+    assert summary["geomean"]["paired_over_processes"]["droplet/post_opt"] == pytest.approx(0.5)
 
 
 def test_report_compares_variants_and_shows_the_strategys_own_time(tmp_path):

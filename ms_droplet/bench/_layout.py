@@ -30,6 +30,9 @@ memory::
         result.json                                  written when the run has finished
     DIR/remeasure/<workload>/seed<S>.json            the interleaved re-measurement of every
                                                      strategy's best kernel (and numpy's matmul)
+    DIR/remeasure/<workload>/seed<S>.json.bak-<time> earlier re-measurements (each in a process
+                                                     of its own), kept when a strategy finished
+                                                     later: the between-process noise
 
 ``<workload>`` is the workload spec with characters other than letters, digits, ``.``, ``_``
 and ``-`` replaced by ``_`` (``matmul:512,512,512`` becomes ``matmul_512_512_512``).
@@ -52,6 +55,7 @@ __all__ = [
     "Remeasure",
     "Run",
     "load_bench",
+    "load_earlier_remeasures",
     "load_remeasures",
     "load_runs",
     "lock_folder",
@@ -64,6 +68,7 @@ __all__ = [
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_BACKUP = re.compile(r"\.bak-\d{8}-\d{6}")
 
 
 def slug(workload: str) -> str:
@@ -211,6 +216,18 @@ def load_runs(out: str) -> list[Run]:
     return runs
 
 
+def _remeasure(workload: str, seed: int, path: str) -> Remeasure:
+    data = _read_json(path)
+    return Remeasure(
+        workload=workload,
+        seed=seed,
+        flop=float(data["flop"]),
+        samples={k: list(v) for k, v in data["samples"].items()},
+        rounds=int(data.get("rounds", 0)),
+        missing=dict(data.get("missing", {})),
+    )
+
+
 def load_remeasures(out: str) -> list[Remeasure]:
     """Every stored re-measurement, in the order of the bench's workloads and seeds."""
     bench = load_bench(out)
@@ -219,17 +236,34 @@ def load_remeasures(out: str) -> list[Remeasure]:
         for seed in bench.get("seeds", []):
             path = remeasure_path(out, workload, seed)
             if os.path.exists(path):
-                data = _read_json(path)
-                found.append(
-                    Remeasure(
-                        workload=workload,
-                        seed=seed,
-                        flop=float(data["flop"]),
-                        samples={k: list(v) for k, v in data["samples"].items()},
-                        rounds=int(data.get("rounds", 0)),
-                        missing=dict(data.get("missing", {})),
-                    )
-                )
+                found.append(_remeasure(workload, seed, path))
+    return found
+
+
+def load_earlier_remeasures(out: str) -> dict[tuple[str, int], list[Remeasure]]:
+    """The earlier re-measurements (``seed<S>.json.bak-*``) per (workload, seed), oldest first.
+
+    Each was made in a process of its own, with kernels built anew, before a strategy that
+    finished later made the bench re-measure everything again.
+    """
+    bench = load_bench(out)
+    found: dict[tuple[str, int], list[Remeasure]] = {}
+    for workload in bench.get("workloads", []):
+        for seed in bench.get("seeds", []):
+            path = remeasure_path(out, workload, seed)
+            folder, name = os.path.split(path)
+            if not os.path.isdir(folder):
+                continue
+            # (only the bench's own backups, name.bak-YYYYmmdd-HHMMSS; other files are notes)
+            backups = [
+                f
+                for f in sorted(os.listdir(folder))
+                if f.startswith(name) and _BACKUP.fullmatch(f, len(name))
+            ]
+            if backups:
+                found[(workload, seed)] = [
+                    _remeasure(workload, seed, os.path.join(folder, f)) for f in backups
+                ]
     return found
 
 

@@ -36,7 +36,14 @@ from scipy import stats
 from .._files import replace_atomically, write_json
 from .._stats import median
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES, VARIANT_PREFIX
-from ._layout import Remeasure, Run, load_bench, load_remeasures, load_runs
+from ._layout import (
+    Remeasure,
+    Run,
+    load_bench,
+    load_earlier_remeasures,
+    load_remeasures,
+    load_runs,
+)
 
 __all__ = ["build_report", "geomean", "median_ci", "paired_ratio"]
 
@@ -111,6 +118,7 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
     bench = load_bench(out)
     runs = {(r.workload, r.strategy, r.seed): r for r in load_runs(out)}
     remeasures = {(m.workload, m.seed): m for m in load_remeasures(out)}
+    earlier = load_earlier_remeasures(out)
     stored = bench.get("strategies", STRATEGIES)
     strategies = [s for s in STRATEGIES if s in stored]
     strategies += [s for s in stored if s.startswith(VARIANT_PREFIX)]
@@ -120,6 +128,8 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
     pair_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in ratios}
     time_ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in ratios if b not in _EXTRA}
     own_shares: dict[str, list[float]] = {}
+    moved: dict[str, list[float]] = {}  # |log| of a paired ratio's change between processes
+    over_processes: dict[str, list[float]] = {}
     for workload in bench["workloads"]:
         seeds: dict[str, Any] = {}
         for seed in bench["seeds"]:
@@ -131,9 +141,17 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
                 workload,
                 seed,
                 explored=int(bench["num_evolutionary_trials"]),
+                earlier=earlier.get((workload, seed), []),
             )
             if entry is None:
                 continue
+            for key, values in entry["paired_earlier"].items():
+                now = entry["paired"][key]["ratio"]
+                moved.setdefault(key, []).extend(abs(math.log(now / v)) for v in values)
+            for key, value in entry["paired"].items():
+                # the median over every process that re-measured the pair (this one alone if none)
+                runs_of = [value["ratio"], *entry["paired_earlier"].get(key, [])]
+                over_processes.setdefault(key, []).append(median(runs_of))
             seeds[str(seed)] = entry
             for key, value in entry["ratios"].items():
                 pair_ratios[key].append(value)
@@ -154,15 +172,33 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
             "tuning_time": {k: geomean(v) for k, v in time_ratios.items() if v},
             "pairs": {k: len(v) for k, v in pair_ratios.items()},
             "paired": {k: geomean(v) for k, v in paired.items() if v},
+            # per pair the median of the paired ratio over all its re-measurement processes
+            "paired_over_processes": {k: geomean(v) for k, v in over_processes.items() if v},
         },
         # the strategy's own time / its tuning time, per strategy: the largest and the mean
         "strategy_time_share": {
             k: {"max": max(v), "mean": sum(v) / len(v), "runs": len(v)}
             for k, v in own_shares.items()
         },
+        # how far a paired ratio moved between re-measurements in separate processes (the same
+        # kernels, built anew): the noise floor a single re-measurement does not show
+        "between_process": {
+            k: {
+                "comparisons": len(v),
+                "median_change": math.exp(median(v)) - 1.0,
+                "max_change": math.exp(max(v)) - 1.0,
+            }
+            for k, v in moved.items()
+        },
     }
     markdown = _markdown(
-        bench, strategies, ratios, workloads, summary["geomean"], summary["strategy_time_share"]
+        bench,
+        strategies,
+        ratios,
+        workloads,
+        summary["geomean"],
+        summary["strategy_time_share"],
+        summary["between_process"],
     )
     replace_atomically(os.path.join(out, "report.md"), markdown.encode("utf-8"))
     write_json(os.path.join(out, "summary.json"), summary)  # strict JSON: inf/nan become null
@@ -177,6 +213,7 @@ def _seed_entry(
     workload: str,
     seed: int,
     explored: int,
+    earlier: Sequence[Remeasure] = (),
 ) -> dict[str, Any] | None:
     found = {s: runs.get((workload, s, seed)) for s in strategies}
     if not any(found.values()):
@@ -221,6 +258,7 @@ def _seed_entry(
         if remeasure and name in remeasure.samples
     }
     entry["paired"] = {}
+    entry["paired_earlier"] = {}
     items = {**entry["strategies"], **entry["extra"]}
     for a, b in ratios:
         if "median_ms" in items.get(a, {}) and "median_ms" in items.get(b, {}):
@@ -229,6 +267,13 @@ def _seed_entry(
             entry["paired"][f"{a}/{b}"] = paired_ratio(
                 remeasure.samples[a], remeasure.samples[b], remeasure.rounds
             )
+            before = [
+                paired_ratio(m.samples[a], m.samples[b], m.rounds)["ratio"]
+                for m in earlier
+                if a in m.samples and b in m.samples and m.rounds
+            ]
+            if before:
+                entry["paired_earlier"][f"{a}/{b}"] = before
         if b in _EXTRA:
             continue
         if items.get(a, {}).get("status") == items.get(b, {}).get("status") == "finished":
@@ -297,6 +342,7 @@ def _markdown(
     workloads: dict[str, Any],
     geo: dict[str, Any],
     shares: dict[str, Any],
+    between: dict[str, Any],
 ) -> str:
     k, b, n = bench["ratio"], bench["trials"], bench["num_evolutionary_trials"]
     lines = [
@@ -360,6 +406,35 @@ def _markdown(
     row += [_fmt(geo["latency"].get(key), ".3f") for key in ratio_keys]
     row += [_fmt(geo["tuning_time"].get(key), ".3f") for key in time_keys]
     lines.append("| " + " | ".join(row) + " |")
+    if between:
+        lines += [
+            "",
+            "## Between processes",
+            "",
+            "The same kernels re-measured in separate processes (each builds them anew; the "
+            "earlier re-measurements are kept as `seed<S>.json.bak-*`): how far each paired "
+            "ratio moved from an earlier process to the latest. A per-workload difference "
+            "inside this spread is not a result.",
+            "",
+            "| paired ratio | comparisons | median change | largest change |",
+            "|---|---|---|---|",
+        ]
+        for key, v in between.items():
+            lines.append(
+                f"| {key} | {v['comparisons']} | {100 * v['median_change']:.1f} % | "
+                f"{100 * v['max_change']:.1f} % |"
+            )
+        lines += [
+            "",
+            "Geometric mean over pairs of each pair's median over its processes (the latest "
+            "process alone in the summary table above):",
+            "",
+            *(
+                f"- {key}: {_fmt(geo['paired_over_processes'].get(key), '.3f')} (latest "
+                f"process: {_fmt(geo['paired'].get(key), '.3f')})"
+                for key in between
+            ),
+        ]
     for workload, data in workloads.items():
         lines += ["", f"## `{workload}`", ""]
         head = ["seed", "strategy", "latency ms [95 % CI]", "GFLOP/s", "trials / budget"]
@@ -400,10 +475,15 @@ def _markdown(
                     f"{_fmt(item.get('gflops'), '.2f')} | | | | same process, interleaved |"
                 )
             for key, pr in entry["paired"].items():
+                note = f"{pr['rounds']} rounds"
+                note += " (noise floor)" if key.endswith(AA_CONTROL) else ""
+                if key in entry["paired_earlier"]:
+                    note += "; earlier processes: " + ", ".join(
+                        f"{v:.3f}" for v in entry["paired_earlier"][key]
+                    )
                 lines.append(
                     f"| {seed} | paired per-round ratio {key} | {pr['ratio']:.3f} "
-                    f"[{pr['ci95'][0]:.3f}, {pr['ci95'][1]:.3f}] | | | | | "
-                    f"{pr['rounds']} rounds{' (noise floor)' if key.endswith(AA_CONTROL) else ''} |"
+                    f"[{pr['ci95'][0]:.3f}, {pr['ci95'][1]:.3f}] | | | | | {note} |"
                 )
             if "numpy" in entry:
                 npy = entry["numpy"]
