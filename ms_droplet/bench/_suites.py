@@ -120,7 +120,7 @@ SUITES: dict[str, Suite] = {
         num_evolutionary_trials=200,
         about="the plateau regime: 3 Ansor ops and a ResNet-18 layer, budget 300 with at most 200 "
         "explored (the descent starts earlier when exploration stagnates; use --ratio 4 --seeds "
-        "0 1): about 25 minutes per workload and seed on 2 cores",
+        "0 1): about 30 minutes per workload and seed on 2 cores",
     ),
     "paper-cpu": Suite(
         name="paper-cpu",
