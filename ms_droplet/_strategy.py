@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tvm.s_tir.meta_schedule.database import Database, Workload
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
-__all__ = ["DropletStrategy"]
+__all__ = ["DropletStrategy", "stagnation_step"]
 
 #: The most records of the database a resumed tuning trains the cost model on.
 _PRETRAIN_RECORDS = 512
@@ -589,13 +589,7 @@ class DropletStrategy(PySearchStrategy):
         for res in results:
             secs = samples_of(res.run_secs) if res.error_msg is None else None
             mean = sum(secs) / len(secs) if secs else math.inf
-            if mean < 0.99 * run.best_secs:
-                run.best_secs = mean
-                run.since_best = 0
-            else:
-                if mean < run.best_secs:
-                    run.best_secs = mean
-                run.since_best += 1
+            run.best_secs, run.since_best = stagnation_step(run.best_secs, run.since_best, mean)
 
     # ------------------------------------------------------------------ descent
     def _start_descent(self, run: _Run) -> bool:
@@ -675,6 +669,18 @@ class DropletStrategy(PySearchStrategy):
         if self.explore_share > 0.0:
             self._start_side_exploration(run)
         return True
+
+
+def stagnation_step(best: float, since: int, mean: float) -> tuple[float, int]:
+    """The adaptive switch's count after one more explored trial of mean latency ``mean``.
+
+    Returns the new best mean latency and the trials since it last improved by 1 % (a failed
+    trial is ``math.inf`` and counts as no improvement). The exploration switches to the descent
+    before a batch once that count reaches ``stagnation_trials``.
+    """
+    if mean < 0.99 * best:
+        return mean, 0
+    return min(best, mean), since + 1
 
 
 def _log_final_pick(run: _Run, incumbent_key: Any) -> bool | None:

@@ -52,7 +52,7 @@ from .._records import (
     latency,
     scheduled_module,
 )
-from .._strategy import DropletStrategy
+from .._strategy import DropletStrategy, stagnation_step
 from .._trial_log import TrialLog
 from .._workloads import load_workload, parse_matmul
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, VARIANT_PREFIX, BenchConfig, BenchError
@@ -288,11 +288,12 @@ def _tune_locked_run(
     is_droplet = strategy == "droplet" or strategy.startswith(VARIANT_PREFIX)
     settings = config.droplet_settings(strategy) if is_droplet else {}
     if strategy.startswith(VARIANT_PREFIX):
-        explored = _explored_trials(source_dir, config, strategy, mod=mod)
+        explored = _exploration_to_copy(source_dir, config, strategy, mod=mod)
         if explored is not None:
+            records, trials = explored
             if not os.path.exists(os.path.join(work_dir, "database_tuning_record.json")):
-                _copy_exploration(work_dir, source_dir, explored, mod=mod)
-            settings["num_evolutionary_trials"] = explored  # the descent starts at once
+                _copy_exploration(work_dir, records, trials, mod=mod)
+            settings["num_evolutionary_trials"] = len(records)  # the descent starts at once
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
     done = _num_records(_open_database(work_dir, locked=True))
@@ -373,16 +374,17 @@ def _tune_locked_run(
     return True
 
 
-def _explored_trials(
+def _exploration_to_copy(
     source: str, config: BenchConfig, strategy: str, *, mod: tvm.IRModule
-) -> int | None:
-    """How many of ``source``'s first trials a variant starts from, or None (it explores).
+) -> tuple[list[ms.database.TuningRecord], list[dict[str, Any]]] | None:
+    """The first records and trial lines of ``source`` a variant starts from, or None (it explores).
 
-    Droplet's exploration rule replayed on the source run's records in trial order: at most N
-    trials, ending early after a full batch once the best mean latency has not improved by 1 %
-    for ``stagnation_trials`` trials (DropletStrategy's adaptive switch). For droplet's own run
-    this is where its exploration ended (droplet's settings); for evolutionary's it is where
-    the variant's own rule would have switched to the descent on that trajectory.
+    How many: droplet's exploration rule replayed on the source run's records in trial order
+    (:func:`exploration_length`): at most N trials, ending early after a full batch once the
+    best mean latency has not improved by 1 % for ``stagnation_trials`` trials (DropletStrategy's
+    adaptive switch). For droplet's own run this is where its exploration ended (droplet's
+    settings); for evolutionary's it is where the variant's own rule would have switched to the
+    descent on that trajectory.
     """
     if not os.path.exists(os.path.join(source, "result.json")):
         logger.warning(
@@ -391,15 +393,16 @@ def _explored_trials(
         return None
     whose = "droplet" if config.start_from(strategy) == "droplet" else strategy
     patience = DropletStrategy(**config.droplet_settings(whose)).stagnation_trials
-    db = _open_database(source)
-    wl = find_workload(db, mod)
+    wl = find_workload(_open_database(source), mod)
     n = config.num_evolutionary_trials
     records = [] if wl is None else first_records(source, wl, n)
-    if len(records) < n or len(read_trials(os.path.join(source, "trials.jsonl"))) < n:
+    trials = read_trials(os.path.join(source, "trials.jsonl"))[:n]
+    if len(records) < n or len(trials) < n:
         logger.warning("%s has fewer than %d trials: %s explores", source, n, strategy)
         return None
     means = [math.inf if is_failure(r) else latency(r.run_secs) for r in records]
-    return exploration_length(means, per_batch=config.num_trials_per_iter, patience=patience)
+    count = exploration_length(means, per_batch=config.num_trials_per_iter, patience=patience)
+    return records[:count], trials[:count]
 
 
 def exploration_length(means: Sequence[float], *, per_batch: int, patience: int | None) -> int:
@@ -412,27 +415,26 @@ def exploration_length(means: Sequence[float], *, per_batch: int, patience: int 
     """
     best, since = math.inf, 0
     for i, mean in enumerate(means):
-        if mean < 0.99 * best:
-            best, since = mean, 0
-        else:
-            best, since = min(best, mean), since + 1
+        best, since = stagnation_step(best, since, mean)
         if patience is not None and (i + 1) % per_batch == 0 and since >= patience:
             return i + 1
     return len(means)
 
 
-def _copy_exploration(work_dir: str, source: str, count: int, *, mod: tvm.IRModule) -> None:
-    """Start a droplet variant from another run's first ``count`` trials (``source``: its dir).
+def _copy_exploration(
+    work_dir: str,
+    records: list[ms.database.TuningRecord],
+    trials: list[dict[str, Any]],
+    *,
+    mod: tvm.IRModule,
+) -> None:
+    """Start a droplet variant from another run's first records and trial lines.
 
-    The records and trial lines are copied, so the variant explores nothing itself (its
-    ``num_evolutionary_trials`` is ``count``) and starts its descent from the same explored
-    kernels: the ablation compares descents, not exploration luck, and a variant that starts
-    from evolutionary's trials continues evolutionary's own trajectory.
+    They are copied, so the variant explores nothing itself (its ``num_evolutionary_trials`` is
+    their number) and starts its descent from the same explored kernels: the ablation compares
+    descents, not exploration luck, and a variant that starts from evolutionary's trials
+    continues evolutionary's own trajectory.
     """
-    src_db = _open_database(source)
-    wl = find_workload(src_db, mod)
-    trials = read_trials(os.path.join(source, "trials.jsonl"))[:count]
-    records = first_records(source, wl, count)
     # The trial lines first, the records last: a copy cut short is redone (the trial file is
     # rewritten) until the database exists, and is never committed twice.
     with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:
