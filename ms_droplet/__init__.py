@@ -22,6 +22,7 @@ Importing the package makes ``strategy="droplet"`` work in ``ms.tune_tir`` / ``m
 
 from ._builder import WarmBuilder
 from ._lock import WorkDirLocked
+from ._picks import tuned_database
 from ._registry import is_registered, register, unregister
 from ._strategy import DropletStrategy
 from ._version import __version__
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "is_registered",
     "register",
+    "tuned_database",
     "unregister",
 ]
 

@@ -38,11 +38,28 @@ from typing import Any
 from ._files import replace_atomically
 from ._lock import lock_work_dir
 
-__all__ = ["DATABASE_FILES", "DatabaseProblem", "check_database", "repair_database"]
+__all__ = [
+    "DATABASE_FILES",
+    "DatabaseProblem",
+    "check_database",
+    "count_records",
+    "repair_database",
+]
 
 #: The two files of a MetaSchedule ``JSONDatabase`` in its work dir.
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 _WORKLOADS, _RECORDS = DATABASE_FILES
+
+
+def count_records(work_dir: str, module_equality: str = "structural") -> int:
+    """The records of the JSON database in ``work_dir`` (0 when there is none yet)."""
+    if not os.path.exists(os.path.join(work_dir, _RECORDS)):
+        return 0
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+
+    db = JSONDatabase(work_dir=work_dir, module_equality=module_equality)
+    return len(db.get_all_tuning_records())
+
 
 _BY_HAND = "move that line out of the file by hand (keep a copy of the file first)"
 

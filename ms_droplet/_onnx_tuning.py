@@ -52,7 +52,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from . import _onnx
-from ._database import check_database
+from ._database import check_database, count_records
 from ._evaluate import time_interleaved
 from ._factories import cpu_model
 from ._files import ensure_writable_dir
@@ -135,7 +135,7 @@ def _check_work_dir(work_dir: str, settings: dict[str, Any]) -> None:
             + fix
         )
     path = os.path.join(work_dir, SETTINGS)
-    if not os.path.exists(path) or not _records_in(work_dir):
+    if not os.path.exists(path) or not count_records(work_dir):
         return  # nothing measured yet: any model may start here
     try:
         with open(path, encoding="utf-8") as f:
@@ -155,12 +155,6 @@ def _check_work_dir(work_dir: str, settings: dict[str, Any]) -> None:
 def _save_settings(work_dir: str, settings: dict[str, Any]) -> None:
     with open(os.path.join(work_dir, SETTINGS), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=1)
-
-
-def _records_in(work_dir: str) -> int:
-    if not os.path.exists(os.path.join(work_dir, "database_tuning_record.json")):
-        return 0
-    return len(ms.database.JSONDatabase(work_dir=work_dir).get_all_tuning_records())
 
 
 def _previous_runs(work_dir: str) -> list[dict[str, Any]]:
@@ -426,7 +420,7 @@ def tune_onnx(
         else type(strategy).__name__
     )
 
-    before = _records_in(work_dir)
+    before = count_records(work_dir)
     remaining = max(max_trials_global - before, 0)
     logger.info(
         "%s: %d task(s), %d record(s) in %s, %d trial(s) to run",
@@ -461,7 +455,7 @@ def tune_onnx(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "interrupted": True,
-                "trials_in_database": _records_in(work_dir),
+                "trials_in_database": count_records(work_dir),
                 "trials": counter.trials,
                 "tuning_seconds": time.perf_counter() - start,
             },
@@ -473,7 +467,7 @@ def tune_onnx(
     previous = _previous_runs(work_dir)
 
     database = (
-        None if _records_in(work_dir) else ms.database.MemoryDatabase()
+        None if count_records(work_dir) else ms.database.MemoryDatabase()
     )  # no record yet: compile the untuned schedules
     tuned_ex = droplet_relax.compile_relax(
         mod, target, None if database else work_dir, database=database
@@ -505,7 +499,7 @@ def tune_onnx(
         library=library,
         num_tasks=len(tasks),
         max_trials_global=max_trials_global,
-        trials_in_database=_records_in(work_dir),
+        trials_in_database=count_records(work_dir),
         trials_this_run=counter.trials,
         failed_trials_this_run=counter.failed,
         tuning_seconds_this_run=tuning_seconds,

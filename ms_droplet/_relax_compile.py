@@ -29,6 +29,7 @@ from tvm.s_tir.meta_schedule import relax_integration as ms_relax
 from tvm.s_tir.meta_schedule.database import Database
 
 from ._database import DATABASE_FILES
+from ._picks import tuned_database
 from ._records import best_record, find_workload, latency, workload_records
 from ._relax_prepare import as_module, as_target, extract_tasks
 
@@ -45,6 +46,12 @@ def open_database(
 ) -> Database:
     if database is not None:
         return database
+    check_database_files(work_dir)
+    return ms.database.JSONDatabase(work_dir=work_dir, module_equality=module_equality)
+
+
+def check_database_files(work_dir: str | None) -> str:
+    """``work_dir`` when it holds a MetaSchedule JSON database; a clear error otherwise."""
     if work_dir is None:
         raise ValueError("give a work_dir or a database")
     missing = [f for f in DATABASE_FILES if not os.path.isfile(os.path.join(work_dir, f))]
@@ -52,7 +59,7 @@ def open_database(
         raise FileNotFoundError(
             f"no MetaSchedule JSON database in {work_dir!r} (missing {', '.join(missing)})"
         )
-    return ms.database.JSONDatabase(work_dir=work_dir, module_equality=module_equality)
+    return work_dir
 
 
 def compile_relax(
@@ -67,8 +74,10 @@ def compile_relax(
 ) -> relax.VMExecutable:
     """Build a relax program with the best schedules of a tuning database.
 
-    A thin wrapper of TVM's ``relax_integration.compile_relax`` with a ``JSONDatabase`` of
-    ``work_dir``; TIR functions without a record are compiled unscheduled.
+    A thin wrapper of TVM's ``relax_integration.compile_relax`` with the database of
+    ``work_dir``: each task's pick of a droplet tuning (the kernel its final batch found
+    fastest, kept in ``droplet_picks.json``) where there is one, else the record with the
+    lowest mean (TVM's rule); TIR functions without a record are compiled unscheduled.
 
     Parameters
     ----------
@@ -93,7 +102,11 @@ def compile_relax(
     executable : relax.VMExecutable
         Load it with ``tvm.relax.VirtualMachine(executable, device)``.
     """
-    db = open_database(work_dir, database, module_equality)
+    if database is None:
+        check_database_files(work_dir)
+        db = tuned_database(work_dir, module_equality=module_equality)  # picks first
+    else:
+        db = database
     return ms_relax.compile_relax(
         db, as_module(mod), as_target(target), params, enable_warning=enable_warning
     )

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import tvm
@@ -39,7 +38,9 @@ from tvm.s_tir.meta_schedule.task_scheduler import TaskScheduler
 from tvm.target import Target
 
 from ._builder import WarmBuilder
+from ._database import count_records
 from ._lock import lock_work_dir
+from ._picks import remove_picks, write_picks
 from ._registry import KIND
 from ._relax_prepare import as_module, as_target, legalize_and_fuse, num_prim_funcs
 from ._strategy import DropletStrategy
@@ -259,6 +260,9 @@ def _tune_relax_locked(
         type(strategy).__name__ if not isinstance(strategy, str) else strategy,
         work_dir,
     )
+    droplet = isinstance(strategy, DropletStrategy)
+    if not droplet:
+        remove_picks(work_dir)  # picks of an earlier droplet tuning are not this tuning's
     try:
         return ms_relax.tune_relax(
             mod,
@@ -283,6 +287,8 @@ def _tune_relax_locked(
     finally:
         if own_builder is not None:
             own_builder.shutdown()
+        if droplet:  # also the picks of the tasks that finished before an interruption
+            write_picks(work_dir, strategy.picks)
 
 
 def DropletTuneIRMod(
@@ -400,8 +406,4 @@ def _existing_records(database: Any, work_dir: str, module_equality: str) -> int
         return len(database.get_all_tuning_records())
     if database != "json":
         return 0
-    path = os.path.join(work_dir, "database_tuning_record.json")
-    if not os.path.exists(path):
-        return 0
-    db = ms.database.JSONDatabase(work_dir=work_dir, module_equality=module_equality)
-    return len(db.get_all_tuning_records())
+    return count_records(work_dir, module_equality)

@@ -18,12 +18,11 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.search_strategy import (
     EvolutionarySearch,
@@ -34,68 +33,26 @@ from tvm.s_tir.meta_schedule.search_strategy import (
 
 from ._candidates import CandidateCache, measure_candidate
 from ._decisions import moves, trace_key
-from ._descent import Descent, DescentEvent, Neighbour, Proposal
+from ._descent import Descent, DescentEvent, Neighbour
+from ._final import final_size
 from ._logging import task_logger
 from ._records import is_failure, samples_of
+from ._run_state import RunState, WhenConverged
+from ._settings import check_settings
+from ._strategy_final import final_batch, pick_record, take_final
+from ._strategy_log import log_event, log_final_pick, warn_if_all_timed_out
 
 if TYPE_CHECKING:
     from tvm.s_tir import Schedule
     from tvm.s_tir.meta_schedule import TuneContext
     from tvm.s_tir.meta_schedule.cost_model import CostModel
-    from tvm.s_tir.meta_schedule.database import Database, Workload
+    from tvm.s_tir.meta_schedule.database import Database, TuningRecord
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
 __all__ = ["DropletStrategy", "stagnation_step"]
 
 #: The most records of the database a resumed tuning trains the cost model on.
 _PRETRAIN_RECORDS = 512
-
-_EVOLUTIONARY_KEYS = (
-    "population_size",
-    "init_measured_ratio",
-    "init_min_unmeasured",
-    "max_fail_count",
-    "genetic_num_iters",
-    "genetic_mutate_prob",
-    "genetic_max_fail_count",
-    "eps_greedy",
-)
-
-
-Phase = Literal["explore", "descent", "done"]
-WhenConverged = Literal["explore", "stop"]
-
-
-@dataclass
-class _Run:
-    """Per-tuning state: created in pre_tuning, dropped in post_tuning."""
-
-    max_trials: int
-    num_trials_per_iter: int
-    database: Database
-    workload: Workload
-    logger: logging.Logger
-    cache: CandidateCache
-    design_spaces: list
-    cost_model: CostModel | None
-    evo_running: bool = False
-    evo_budget: int = 0  # trials of the current exploration slice
-    evo_trials: int = 0  # trials measured in the current exploration slice
-    adaptive: bool = True  # whether the current slice may end early on stagnation
-    trials: int = 0
-    descent: Descent | None = None
-    pending: list[Proposal] | None = None
-    phase: Phase = "explore"
-    best_secs: float = math.inf  # best mean run seconds seen while exploring
-    since_best: int = 0  # explored trials since the best improved
-    descended: set[str] = field(default_factory=set)  # keys that were a descent's incumbent
-    num_descents: int = 0
-    num_moves: int = 0
-    own_seconds: float = 0.0  # the strategy's own time: neighbours, replay, ranking
-    side_evo: bool = False  # an EvolutionarySearch fills part of every descent batch
-    side_trials: int = 0  # its candidates measured in descent batches
-    # its candidates in flight, by trace key
-    offered: dict[str, MeasureCandidate] = field(default_factory=dict)
 
 
 @derived_object
@@ -150,6 +107,13 @@ class DropletStrategy(PySearchStrategy):
         candidates are measured beside the incumbent's controls like neighbours, and one that
         is significantly faster is confirmed and jumped to. 0: descent batches hold only the
         incumbent's neighbourhood.
+    final_trials : int
+        Trials kept for a final batch at the end of each task's budget (at most an eighth of
+        the budget and one batch): the last incumbent, earlier descents' incumbents and the
+        database's fastest records (2 to 4 kernels, what stock TVM would compile among them)
+        are re-measured in rotating rounds in one runner call, and the fastest on the paired
+        per-round ratios is the task's pick (:attr:`picks`, :meth:`picked_database`).
+        0: no final batch; the pick is the last descent's incumbent.
     """
 
     def __init__(
@@ -169,47 +133,23 @@ class DropletStrategy(PySearchStrategy):
         when_converged: WhenConverged = "explore",
         restart_trials: int | None = None,
         explore_share: float = 0.0,
+        final_trials: int = 16,
     ) -> None:
-        if isinstance(num_evolutionary_trials, bool) or not isinstance(
-            num_evolutionary_trials, int
-        ):
-            raise TypeError(
-                f"num_evolutionary_trials must be an int, got {num_evolutionary_trials!r}"
-            )
-        if num_evolutionary_trials < 0:
-            raise ValueError(
-                f"num_evolutionary_trials must be >= 0, got {num_evolutionary_trials} "
-                "(0 starts the descent from the best record already in the database)"
-            )
-        if isinstance(pvalue, bool) or not isinstance(pvalue, int | float):
-            raise TypeError(f"pvalue must be a number, got {pvalue!r}")
-        if not 0.0 < pvalue <= 1.0:
-            raise ValueError(f"pvalue must satisfy 0 < pvalue <= 1, got {pvalue}")
-        if isinstance(max_step, bool) or not isinstance(max_step, int) or max_step < 1:
-            raise ValueError(f"max_step must be an int >= 1, got {max_step!r}")
-        if not isinstance(max_control_failures, int) or max_control_failures < 1:
-            raise ValueError(
-                f"max_control_failures must be an int >= 1, got {max_control_failures!r}"
-            )
-        _check_optional_int("stagnation_trials", stagnation_trials, 1)
-        _check_optional_int("control_every", control_every, 2)
-        _check_optional_int("max_challengers", max_challengers, 1, optional=False)
-        _check_optional_int("restart_trials", restart_trials, 1)
-        if (
-            isinstance(explore_share, bool)
-            or not isinstance(explore_share, int | float)
-            or not 0.0 <= explore_share < 1.0
-        ):
-            raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
-        if when_converged not in ("explore", "stop"):
-            raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
+        check_settings(
+            num_evolutionary_trials=num_evolutionary_trials,
+            pvalue=pvalue,
+            max_step=max_step,
+            max_control_failures=max_control_failures,
+            stagnation_trials=stagnation_trials,
+            control_every=control_every,
+            max_challengers=max_challengers,
+            restart_trials=restart_trials,
+            final_trials=final_trials,
+            explore_share=explore_share,
+            when_converged=when_converged,
+            evolutionary=evolutionary,
+        )
         evolutionary = dict(evolutionary or {})
-        unknown = sorted(set(evolutionary) - set(_EVOLUTIONARY_KEYS))
-        if unknown:
-            raise TypeError(
-                f"unknown EvolutionarySearch setting(s) {unknown}; "
-                f"valid: {list(_EVOLUTIONARY_KEYS)}"
-            )
         self.num_evolutionary_trials = num_evolutionary_trials
         self.pvalue = float(pvalue)
         self.max_step = max_step
@@ -224,11 +164,13 @@ class DropletStrategy(PySearchStrategy):
         self.when_converged: WhenConverged = when_converged
         self.restart_trials = restart_trials
         self.explore_share = float(explore_share)
+        self.final_trials = final_trials
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
-        self._run: _Run | None = None
+        self._run: RunState | None = None
         # Shared with every clone (tune_tir and tune_tasks tune a clone of the strategy).
         self._summaries: list[dict[str, Any]] = []
+        self._picks: dict[str, TuningRecord] = {}
 
     @property
     def summaries(self) -> list[dict[str, Any]]:
@@ -238,10 +180,41 @@ class DropletStrategy(PySearchStrategy):
         per ``post_tuning``: ``task``, ``trials``, ``descents``, ``moves``,
         ``strategy_seconds`` (the strategy's own time: neighbours, replay, cost-model
         ranking), ``side_trials`` (exploration candidates measured in descent batches, with
-        ``explore_share``) and ``final_pick_is_incumbent`` (whether the record stock TVM
-        compiles, the lowest mean, is the last descent's incumbent; None without a descent).
+        ``explore_share``), ``final_pick_is_incumbent`` (whether the record stock TVM
+        compiles, the lowest mean, is the last descent's incumbent; None without a descent),
+        ``pick_is_lowest`` (whether the task's pick is that record; None without a pick) and
+        ``final_batch`` (whether a final batch chose the pick).
         """
         return list(self._summaries)
+
+    @property
+    def picks(self) -> list[TuningRecord]:
+        """The record of each task's pick, the kernel this strategy believes fastest.
+
+        One per workload (the latest tuning of it), filled by this strategy and every clone in
+        ``post_tuning``: the winner of the task's final batch, or without one the last descent's
+        incumbent. Its ``run_secs`` are the pick's samples in the final batch (else those of its
+        record with the median latency). Stock TVM compiles the record with the lowest mean
+        instead, which is often a neighbour measured once: compile with :meth:`picked_database`.
+        """
+        return list(self._picks.values())
+
+    def picked_database(self, database: Database) -> Database:
+        """``database`` with this strategy's picks in front, for ``compile_tir`` and relax.
+
+        Returns an ``OrderedUnionDatabase`` that answers a query with the pick of the workload
+        when there is one, else with ``database``'s best record (TVM's rule, the lowest mean).
+        """
+        from tvm.s_tir.meta_schedule.database import MemoryDatabase, OrderedUnionDatabase
+        from tvm.s_tir.meta_schedule.database import TuningRecord as _Record
+
+        picks = MemoryDatabase()
+        for rec in self._picks.values():
+            workload = picks.commit_workload(rec.workload.mod)
+            picks.commit_tuning_record(
+                _Record(rec.trace, workload, rec.run_secs, rec.target, rec.args_info)
+            )
+        return OrderedUnionDatabase(picks, database)
 
     # ------------------------------------------------------------------ settings
     def _settings(self) -> dict[str, Any]:
@@ -260,12 +233,14 @@ class DropletStrategy(PySearchStrategy):
             "when_converged": self.when_converged,
             "restart_trials": self.restart_trials,
             "explore_share": self.explore_share,
+            "final_trials": self.final_trials,
         }
 
     def clone(self) -> SearchStrategy:
         """A new strategy with the same settings and no run state (summaries are shared)."""
         twin = DropletStrategy(**self._settings())
         twin._summaries = self._summaries
+        twin._picks = self._picks
         return twin
 
     # ------------------------------------------------------------------ lifecycle
@@ -302,8 +277,12 @@ class DropletStrategy(PySearchStrategy):
         workload = database.commit_workload(ctx.mod)
         records = cache.load(database, workload)
         explored = len(records)
-        evo_trials = min(max(self.num_evolutionary_trials - explored, 0), max_trials)
-        run = _Run(
+        contenders, rounds = final_size(
+            min(self.final_trials, max_trials // 8, num_trials_per_iter)
+        )
+        reserve = contenders * rounds
+        evo_trials = min(max(self.num_evolutionary_trials - explored, 0), max_trials - reserve)
+        run = RunState(
             max_trials=max_trials,
             num_trials_per_iter=num_trials_per_iter,
             database=database,
@@ -312,6 +291,7 @@ class DropletStrategy(PySearchStrategy):
             cache=cache,
             design_spaces=list(design_spaces),
             cost_model=cost_model,
+            reserve=reserve,
         )
         if explored:
             logger.info(
@@ -326,7 +306,7 @@ class DropletStrategy(PySearchStrategy):
         if evo_trials > 0:
             self._start_exploring(run, evo_trials, adaptive=True)
 
-    def _train_on_records(self, run: _Run, records: list) -> None:
+    def _train_on_records(self, run: RunState, records: list) -> None:
         """Train the task's cost model on records already in the database (a resumed tuning).
 
         MetaSchedule trains the model only on the batches it measures, so a tuning that starts
@@ -353,14 +333,18 @@ class DropletStrategy(PySearchStrategy):
     def post_tuning(self) -> None:
         """Finish the run: end the inner EvolutionarySearch, drop the run state."""
         run = self._require_run("post_tuning")
-        pick_is_incumbent = None
+        pick_is_incumbent = pick_is_lowest = None
         try:
             self._stop_exploring(run)
             self._stop_side_exploration(run)
             if run.descent is not None:
-                pick_is_incumbent = _log_final_pick(run, run.descent.incumbent.key)
-        except Exception:  # a log line must never fail a tuning
-            run.logger.exception("Droplet: could not compare the final pick with the incumbent")
+                pick_is_incumbent = log_final_pick(run, run.descent.incumbent.key)
+            assert self._context is not None
+            record, pick_is_lowest = pick_record(run, self._context.target)
+            if record is not None:
+                self._picks[str(tvm_ffi.structural_hash(run.workload.mod))] = record
+        except Exception:  # a log line or a pick must never fail a tuning
+            run.logger.exception("Droplet: could not record the task's pick")
         finally:
             self._run = None
         self._summaries.append(
@@ -372,6 +356,8 @@ class DropletStrategy(PySearchStrategy):
                 "strategy_seconds": run.own_seconds,
                 "side_trials": run.side_trials,
                 "final_pick_is_incumbent": pick_is_incumbent,
+                "pick_is_lowest": pick_is_lowest,
+                "final_batch": run.pick is not None,
             }
         )
         if run.num_descents:
@@ -384,7 +370,7 @@ class DropletStrategy(PySearchStrategy):
                 run.own_seconds,
             )
 
-    def _require_run(self, method: str) -> _Run:
+    def _require_run(self, method: str) -> RunState:
         if self._run is None:
             raise RuntimeError(f"{method} is invoked before pre_tuning (or after post_tuning)")
         return self._run
@@ -408,21 +394,30 @@ class DropletStrategy(PySearchStrategy):
             run.pending = None
             return None
 
-    def _generate(self, run: _Run) -> list[MeasureCandidate] | None:
+    def _generate(self, run: RunState) -> list[MeasureCandidate] | None:
         while run.phase != "done":
             remaining = run.max_trials - run.trials
             if remaining <= 0:
                 return None
+            if run.phase == "final":
+                return final_batch(run)
+            spend = remaining - run.reserve  # trials before the final batch
             if run.phase == "explore":
                 cands = self._explore(run)
                 if cands is not None:
                     return cands
+                if spend < 2:
+                    self._to_final(run)
+                    continue
                 run.phase = "descent"
                 if not self._start_descent(run):
-                    run.phase = "done"
-                    return None
+                    self._to_final(run)
+                    continue
             assert run.descent is not None
-            batch_cap = min(run.num_trials_per_iter, remaining)
+            batch_cap = min(run.num_trials_per_iter, spend)
+            if batch_cap < 2:
+                self._to_final(run)
+                continue
             self._offer_exploration(run)
             start = time.perf_counter()
             proposals = run.descent.propose(batch_cap)
@@ -431,11 +426,11 @@ class DropletStrategy(PySearchStrategy):
                 run.pending = proposals
                 return [measure_candidate(p.neighbour.point) for p in proposals]
             self._stop_side_exploration(run)
-            if batch_cap < 2 or self.when_converged == "stop":
-                run.phase = "done"
-                return None
+            if self.when_converged == "stop":
+                self._to_final(run)
+                continue
             # Converged with budget left: explore a slice, then descend again.
-            slice_trials = min(self.restart_trials or run.num_trials_per_iter, remaining)
+            slice_trials = min(self.restart_trials or run.num_trials_per_iter, spend)
             run.logger.info(
                 "Droplet: descent converged with %d trial(s) left; exploring %d more with "
                 "EvolutionarySearch, then descending from the best record not descended from",
@@ -445,7 +440,13 @@ class DropletStrategy(PySearchStrategy):
             self._start_exploring(run, slice_trials, adaptive=False)
         return None
 
-    def _offer_exploration(self, run: _Run) -> None:
+    def _to_final(self, run: RunState) -> None:
+        """End the search; the final batch comes next when trials are kept for it."""
+        self._stop_exploring(run)
+        self._stop_side_exploration(run)
+        run.phase = "final" if run.reserve > 0 else "done"
+
+    def _offer_exploration(self, run: RunState) -> None:
         """With ``explore_share``, hand the side EvolutionarySearch's next batch to the descent."""
         run.offered = {}
         if not run.side_evo or self._evo is None or run.descent is None:
@@ -461,20 +462,20 @@ class DropletStrategy(PySearchStrategy):
             Neighbour("evolutionary", cand.sch, key) for key, cand in run.offered.items()
         )
 
-    def _start_side_exploration(self, run: _Run) -> None:
+    def _start_side_exploration(self, run: RunState) -> None:
         share = round(self.explore_share * run.num_trials_per_iter)
         if share < 1 or self._evo is None:
             return
         self._evo.pre_tuning(run.max_trials, share, run.design_spaces, run.database, run.cost_model)
         run.side_evo = True
 
-    def _stop_side_exploration(self, run: _Run) -> None:
+    def _stop_side_exploration(self, run: RunState) -> None:
         run.offered = {}
         if run.side_evo and self._evo is not None:
             run.side_evo = False
             self._evo.post_tuning()
 
-    def _explore(self, run: _Run) -> list[MeasureCandidate] | None:
+    def _explore(self, run: RunState) -> list[MeasureCandidate] | None:
         """The inner EvolutionarySearch's next batch, or None when exploration is over."""
         if not run.evo_running:
             return None
@@ -503,7 +504,7 @@ class DropletStrategy(PySearchStrategy):
             return None
         return list(cands)
 
-    def _start_exploring(self, run: _Run, trials: int, *, adaptive: bool) -> None:
+    def _start_exploring(self, run: RunState, trials: int, *, adaptive: bool) -> None:
         assert self._evo is not None
         self._evo.pre_tuning(
             trials, run.num_trials_per_iter, run.design_spaces, run.database, run.cost_model
@@ -514,11 +515,13 @@ class DropletStrategy(PySearchStrategy):
         run.adaptive = adaptive
         run.since_best = 0
         run.phase = "explore"
+        if run.descent is not None:
+            run.past_incumbents.append(run.descent.incumbent)
         run.descent = None
         if adaptive:
             run.logger.info("Droplet: exploring with EvolutionarySearch for %d trial(s)", trials)
 
-    def _stop_exploring(self, run: _Run) -> None:
+    def _stop_exploring(self, run: RunState) -> None:
         if run.evo_running and self._evo is not None:
             run.evo_running = False
             self._evo.post_tuning()
@@ -531,7 +534,7 @@ class DropletStrategy(PySearchStrategy):
         if len(measure_candidates) != len(results):
             raise ValueError(f"got {len(results)} results for {len(measure_candidates)} candidates")
         run.trials += len(measure_candidates)
-        _warn_if_all_timed_out(run.logger, results)
+        warn_if_all_timed_out(run.logger, results)
         try:
             self._notify(run, measure_candidates, results)
         except Exception:  # never lose the batch TVM is about to commit, never stop other tasks
@@ -543,8 +546,11 @@ class DropletStrategy(PySearchStrategy):
             run.pending = None
 
     def _notify(
-        self, run: _Run, measure_candidates: list[MeasureCandidate], results: list[RunnerResult]
+        self, run: RunState, measure_candidates: list[MeasureCandidate], results: list[RunnerResult]
     ) -> None:
+        if run.final is not None:
+            take_final(run, results)
+            return
         if run.pending is None:
             if run.evo_running and self._evo is not None:
                 self._evo.notify_runner_results(measure_candidates, results)
@@ -584,7 +590,7 @@ class DropletStrategy(PySearchStrategy):
         run.descended.add(str(run.descent.incumbent.key))
 
     @staticmethod
-    def _track_best(run: _Run, results: list[RunnerResult]) -> None:
+    def _track_best(run: RunState, results: list[RunnerResult]) -> None:
         """Count explored trials since the best mean latency last improved by 1 %."""
         for res in results:
             secs = samples_of(res.run_secs) if res.error_msg is None else None
@@ -592,7 +598,7 @@ class DropletStrategy(PySearchStrategy):
             run.best_secs, run.since_best = stagnation_step(run.best_secs, run.since_best, mean)
 
     # ------------------------------------------------------------------ descent
-    def _start_descent(self, run: _Run) -> bool:
+    def _start_descent(self, run: RunState) -> bool:
         """Start a descent from the best measured record not descended from yet."""
         ctx = self._context
         assert ctx is not None
@@ -638,7 +644,7 @@ class DropletStrategy(PySearchStrategy):
             return out
 
         def on_event(ev: DescentEvent) -> None:
-            _log_event(run.logger, ev)
+            log_event(run.logger, ev)
 
         rank = None
         if self.rank_neighbours and run.cost_model is not None:
@@ -681,77 +687,3 @@ def stagnation_step(best: float, since: int, mean: float) -> tuple[float, int]:
     if mean < 0.99 * best:
         return mean, 0
     return min(best, mean), since + 1
-
-
-def _log_final_pick(run: _Run, incumbent_key: Any) -> bool | None:
-    """Say whether the record stock TVM compiles (lowest mean) is the descent's incumbent."""
-    top = run.database.get_top_k(run.workload, 1)
-    if not top or is_failure(top[0]):
-        return None
-    if trace_key(top[0].trace) == incumbent_key:
-        run.logger.info("Droplet: the database's best record is the last descent's incumbent")
-        return True
-    mine = [
-        samples_of(r.run_secs)
-        for r in run.database.get_top_k(run.workload, 256)
-        if trace_key(r.trace) == incumbent_key
-    ]
-    best_mine = min((sum(x) / len(x) for x in mine if x), default=math.nan)
-    secs = samples_of(top[0].run_secs) or [math.nan]
-    run.logger.info(
-        "Droplet: the database's best record (%.4f ms, what compile_tir picks) is not the last "
-        "descent's incumbent (its best record %.4f ms); records of different batches are not "
-        "comparable on a noisy machine: re-measure both interleaved (ms-droplet tune does)",
-        1e3 * sum(secs) / len(secs),
-        1e3 * best_mine,
-    )
-    return False
-
-
-def _check_optional_int(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an int >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _warn_if_all_timed_out(logger: logging.Logger, results: list[RunnerResult]) -> None:
-    """One clear warning when every candidate of a batch failed with a build timeout."""
-    msgs = [str(r.error_msg or "") for r in results]
-    if msgs and all("Timeout" in m or "timeout" in m for m in msgs):
-        logger.warning(
-            "Droplet: every build of this batch (%d candidates) timed out, so nothing was "
-            "measured. On a slow machine TVM's LocalBuilder (30 s by default) can time out "
-            "while its workers import TVM; use builder=ms_droplet.WarmBuilder() or "
-            "LocalBuilder(timeout_sec=120).",
-            len(msgs),
-        )
-
-
-def _log_event(logger: logging.Logger, ev: DescentEvent) -> None:
-    p = "n/a" if ev.pvalue is None else f"{ev.pvalue:.3g}"
-    if ev.kind == "move":
-        logger.info(
-            "Droplet: move along %s: %.1f%% faster than the incumbent (p=%s, step %d)",
-            ev.coordinate,
-            100.0 * (1.0 - (ev.ratio or 1.0)),
-            p,
-            ev.step,
-        )
-    elif ev.kind == "challenger":
-        logger.info(
-            "Droplet: %s looks %.1f%% faster (p=%s); re-measuring it beside the incumbent",
-            ev.coordinate,
-            100.0 * (1.0 - (ev.ratio or 1.0)),
-            p,
-        )
-    elif ev.kind == "reject":
-        ratio = "n/a" if ev.ratio is None else f"{ev.ratio:.3f}"
-        logger.info(
-            "Droplet: %s not confirmed (ratio %s, p=%s) %s", ev.coordinate, ratio, p, ev.message
-        )
-    elif ev.kind == "control-failed":
-        logger.warning("Droplet: %s", ev.message)
-    else:  # widen, converged
-        logger.info("Droplet: %s: %s", ev.kind, ev.message)

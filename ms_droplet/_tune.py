@@ -37,6 +37,7 @@ from tvm.s_tir.analysis import estimate_tir_flops
 from ._evaluate import measure_interleaved
 from ._factories import make_builder
 from ._files import write_json
+from ._picks import pick_of, write_picks
 from ._records import best_record, find_workload, latency, scheduled_module
 from ._stats import median
 from ._trial_log import TrialLog
@@ -142,6 +143,7 @@ def run_tuning(
             built.shutdown()
     tuning_seconds = time.perf_counter() - start
     strategy_name = strategy if isinstance(strategy, str) else "droplet"
+    picks = list(getattr(strategy, "picks", []))
     report = TuneReport(
         workload=workload_name or str(mod.get_global_vars()[0].name_hint),
         target=str(target.attrs.get("mcpu", target.kind.name)),
@@ -155,7 +157,12 @@ def run_tuning(
         curve=log.curve(),
     )
     explored = log.best_index(explore_trials)
-    final_rec = best_record(db, find_workload(db, mod))
+    workload = find_workload(db, mod)
+    # this run's pick (its final batch's winner, or the incumbent) where it made one, else TVM's
+    # lowest record; an earlier run's pick of the workload is replaced or dropped
+    pick = None if workload is None else pick_of(picks, workload.mod)
+    write_picks(work_dir, [pick] if pick else [], drop=[] if workload is None else [workload.mod])
+    final_rec = pick or best_record(db, workload)
     kernels: dict[str, tvm.IRModule] = {}
     if explored is not None:
         report.explored_ms = (log.seconds[explored] or 0.0) * 1e3

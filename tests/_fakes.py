@@ -118,9 +118,13 @@ class LandscapeRunner(PyRunner):
         """Whether the run of the module with hash ``h`` fails."""
         return _unit(h, "run") < self.fail_fraction
 
+    def true_secs(self, h: int) -> float:
+        """The noise-free run seconds of the module with hash ``h``."""
+        return 1e-3 * (1.0 + 4.0 * _unit(h, "latency"))
+
     def samples(self, h: int, nth: int) -> list[float]:
         """The run seconds of the ``nth`` measurement (0 first) of the module with hash ``h``."""
-        base = 1e-3 * (1.0 + 4.0 * _unit(h, "latency"))
+        base = self.true_secs(h)
         rng = random.Random(f"{h}:{nth}")
         secs = [base * (1.0 + self.noise * rng.gauss(0, 1)) for _ in range(self.repeat)]
         return [max(s, 1e-6) for s in secs]

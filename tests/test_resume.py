@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,11 @@ def test_kill_during_descent_then_resume(tmp_path):
     # Nothing measured twice over both runs, except the controls (the incumbent, first in its
     # batch and spread through it) and confirmations (at most 2 challengers, 2 slots each).
     seen: set[str] = set(before[0])
-    for batch in before[1:] + after:
+    # (the resumed run ends with its final batch: 2-4 known kernels re-measured in rounds)
+    *after_descent, final = after
+    assert set(final) <= {k for b in before + after_descent for k in b}
+    assert 2 <= len(set(final)) <= 4 and len(set(Counter(final).values())) == 1, final
+    for batch in before[1:] + after_descent:
         control = batch[0]
         again = [k for k in batch if k in seen and k != control]
         assert len(set(again)) <= 2, "a neighbour was measured twice across the kill"

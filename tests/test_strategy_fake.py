@@ -23,17 +23,20 @@ The same paths are exercised with real builds and runs in test_tuning.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 
+import pytest
 import tvm
+import tvm_ffi
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
 from ms_droplet._decisions import trace_key
-from ms_droplet._records import samples_of
+from ms_droplet._records import samples_of, scheduled_module
 
 from ._fakes import HashBuilder, LandscapeRunner
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
@@ -94,7 +97,8 @@ def _descent_batches(runner, evo_trials):
 
 
 def test_descent_bookkeeping(matmul64, target, tmp_path):
-    db, runner = _tune(matmul64, target, tmp_path, trials=160)
+    # (the final batch, which re-measures a few kernels, is tested below)
+    db, runner = _tune(matmul64, target, tmp_path, trials=160, final_trials=0)
     sizes = [len(b) for b in runner.batches]
     assert all(s <= 16 for s in sizes), sizes
     assert sum(sizes) <= 160
@@ -178,9 +182,17 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
 
 def test_failing_runs_are_not_latencies(matmul64, target, tmp_path):
     runner = LandscapeRunner(fail_fraction=0.3)
-    # one descent (no exploration slice after it converges): every batch after the first 16
-    # trials is a descent batch
-    db, runner = _tune(matmul64, target, tmp_path, runner=runner, trials=96, when_converged="stop")
+    # one descent (no exploration slice after it converges, no final batch): every batch after
+    # the first 16 trials is a descent batch
+    db, runner = _tune(
+        matmul64,
+        target,
+        tmp_path,
+        runner=runner,
+        trials=96,
+        when_converged="stop",
+        final_trials=0,
+    )
     records = db.get_all_tuning_records()
     assert len(records) == sum(len(b) for b in runner.batches)
     failed = [r for r in records if samples_of(r.run_secs) is None]
@@ -333,7 +345,13 @@ def test_explore_share_mixes_evolutionary_candidates_into_descent_batches(
 
     strategies: list = []
     _, runner = _tune(
-        matmul64, target, tmp_path, trials=160, explore_share=0.5, strategies=strategies
+        matmul64,
+        target,
+        tmp_path,
+        trials=160,
+        explore_share=0.5,
+        strategies=strategies,
+        final_trials=0,
     )
     sizes = [len(b) for b in runner.batches]
     assert sum(sizes) == 160 and all(s <= 16 for s in sizes)
@@ -349,5 +367,74 @@ def test_explore_share_mixes_evolutionary_candidates_into_descent_batches(
         assert_only_controls_and_confirmations_repeat(batch, earlier)
         earlier.update(batch)
     # same seed, same candidates
-    _, again = _tune(matmul64, target, tmp_path / "again", trials=160, explore_share=0.5)
+    _, again = _tune(
+        matmul64, target, tmp_path / "again", trials=160, explore_share=0.5, final_trials=0
+    )
     assert again.batches == runner.batches
+
+
+def _module_hash(mod, trace) -> int:
+    """The hash the fake builder gives the kernel of ``trace`` (its artifact name)."""
+    return tvm_ffi.structural_hash(scheduled_module(mod, trace))
+
+
+def test_final_batch_picks_the_fastest_contender(matmul64, target, tmp_path):
+    strategies: list = []
+    db, runner = _tune(matmul64, target, tmp_path, trials=160, strategies=strategies)
+    assert sum(len(b) for b in runner.batches) == 160, "budget left unused"
+    final = runner.batches[-1]
+    # 16 kept for it (at most an eighth of 160 -> 20, and one batch of 16): 4 contenders x 4
+    # rounds, each round a rotation of the previous one, all of them measured before
+    counts = Counter(final)
+    assert len(final) == 16 and len(counts) == 4 and set(counts.values()) == {4}, final
+    rounds = [final[i : i + 4] for i in range(0, 16, 4)]
+    assert all(r[1:] + r[:1] == nxt for r, nxt in itertools.pairwise(rounds))
+    earlier = {h for b in runner.batches[:-1] for h in b}
+    assert set(final) <= earlier
+    (summary,) = strategies[0].summaries
+    assert summary["final_batch"] is True
+    (pick,) = strategies[0].picks
+    # the pick is the contender with the lowest true latency (the landscape's noise is 2 %)
+    best = min(set(final), key=runner.true_secs)
+    assert _module_hash(matmul64, pick.trace) == best
+    # the lowest record before the final batch (what stock TVM would have compiled) was one of
+    # the contenders (records are the mean of a measurement's samples)
+    nth: Counter = Counter()
+    means = []
+    for batch in runner.batches[:-1]:
+        for h in batch:
+            secs = runner.samples(h, nth[h])
+            nth[h] += 1
+            means.append((sum(secs) / len(secs), h))
+    assert min(means)[1] in set(final)
+    lowest = db.get_top_k(db.commit_workload(matmul64), 1)[0]
+    # picked_database answers with the pick; the plain database with its lowest record
+    answer = strategies[0].picked_database(db).query_tuning_record(matmul64, target, "main")
+    assert trace_key(answer.trace) == trace_key(pick.trace)
+    assert summary["pick_is_lowest"] == (trace_key(pick.trace) == trace_key(lowest.trace))
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    line = next(x for x in log.splitlines() if "Droplet: final batch: " in x)
+    assert "4 contender(s) (" in line and "incumbent" in line, line  # a descent's incumbent
+    assert "Droplet: final pick: " in log
+
+
+def test_final_batch_without_a_descent_picks_among_the_best_explored(matmul64, target, tmp_path):
+    strategies: list = []
+    _, runner = _tune(matmul64, target, tmp_path, trials=64, evo_trials=64, strategies=strategies)
+    sizes = [len(b) for b in runner.batches]
+    assert sum(sizes) == 64 and sizes[-1] == 8, sizes  # 64 // 8 kept: 2 contenders x 4 rounds
+    assert len(set(runner.batches[-1])) == 2
+    (summary,) = strategies[0].summaries
+    assert summary["descents"] == 0 and summary["final_batch"] is True
+    assert len(strategies[0].picks) == 1
+
+
+def test_no_final_batch_the_pick_is_the_incumbent(matmul64, target, tmp_path):
+    strategies: list = []
+    _, runner = _tune(matmul64, target, tmp_path, trials=96, final_trials=0, strategies=strategies)
+    assert sum(len(b) for b in runner.batches) == 96
+    (summary,) = strategies[0].summaries
+    assert summary["final_batch"] is False and summary["descents"] >= 1
+    assert len(strategies[0].picks) == 1
+    with pytest.raises(ValueError, match="final_trials"):
+        ms_droplet.DropletStrategy(final_trials=-1)

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
+import tvm
 from tvm import te
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -152,3 +154,51 @@ def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):
         mod, target, tmp_path, trials=40, per_iter=16, evo_trials=8, builder=warm_builder
     )
     _check(db, rec, mod, 8, tmp_path)
+
+
+def test_final_batch_with_real_runs(target, tmp_path, warm_builder):
+    # 64 trials keep 8 for the final batch: two contenders, four rotating rounds, real runs
+    mod = te.create_prim_func(te_workload.matmul(32, 32, 32))
+    recorder = RecordBatches()
+    strategy = ms_droplet.DropletStrategy(
+        num_evolutionary_trials=16,
+        evolutionary={"population_size": 64, "genetic_num_iters": 2},
+    )
+    db = ms.tune_tir(
+        mod,
+        target,
+        str(tmp_path),
+        max_trials_global=64,
+        num_trials_per_iter=16,
+        strategy=strategy,
+        builder=warm_builder,
+        runner=ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=5),
+        ),
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
+        seed=11,
+    )
+    assert sum(len(b) for b in recorder.batches) == 64
+    final = recorder.batches[-1]
+    a, b = final[:2]
+    assert a != b and final == [a, b, b, a, a, b, b, a], final
+    earlier = {k for batch in recorder.batches[:-1] for k in batch}
+    assert {a, b} <= earlier, "the final batch measured a new candidate"
+    (summary,) = strategy.summaries
+    assert summary["final_batch"] is True
+    (pick,) = strategy.picks
+    assert trace_key(pick.trace) in {a, b}
+    assert len(samples_of(pick.run_secs)) == 4 * 3  # its slots in the final batch
+    # compile_tir with picked_database builds the pick, and it computes the matmul
+    picked = strategy.picked_database(db)
+    answer = picked.query_tuning_record(db.get_all_tuning_records()[0].workload.mod, target, "main")
+    assert trace_key(answer.trace) == trace_key(pick.trace)
+    sch = ms.tir_integration.compile_tir(picked, mod, target)
+    assert sch is not None, "compile_tir found no record in picked_database"
+    rt_mod = tvm.compile(sch.mod, target=target)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 32), dtype="float32"), rng.random((32, 32), dtype="float32")
+    dev = tvm.cpu()
+    z = tvm.runtime.tensor(np.zeros((32, 32), dtype="float32"), dev)
+    rt_mod["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(y, dev), z)
+    np.testing.assert_allclose(z.numpy(), x @ y, rtol=1e-4, atol=1e-4)

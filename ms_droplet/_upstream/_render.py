@@ -41,7 +41,7 @@ _REPLACEMENTS: dict[str, list[tuple[str, str]]] = {
         ('logging.getLogger("ms_droplet")', f'logging.getLogger("{_LOGGER_NAME}")'),
         ("``ms_droplet.<task_name>``", f"``{_LOGGER_NAME}.<task_name>``"),
     ],
-    "_strategy": [
+    "_strategy_log": [
         # upstream TVM has no WarmBuilder: only the longer timeout is the fix there
         ("use builder=ms_droplet.WarmBuilder() or ", "use "),
         ("re-measure both interleaved (ms-droplet tune does)", "re-measure both interleaved"),

@@ -61,6 +61,11 @@ MODULES = {
     "_candidates": "_droplet_candidates",
     "_logging": "_droplet_logging",
     "_records": "_droplet_records",
+    "_final": "_droplet_final",
+    "_run_state": "_droplet_run_state",
+    "_settings": "_droplet_settings",
+    "_strategy_final": "_droplet_end",
+    "_strategy_log": "_droplet_log",
 }
 
 

@@ -43,6 +43,7 @@ from .._database import check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._factories import machine_info
 from .._lock import WorkDirLocked, lock_work_dir
+from .._picks import picked_record, write_picks
 from .._records import (
     best_of,
     best_record,
@@ -339,9 +340,11 @@ def _tune_locked_run(
         )
     tuning_seconds = time.perf_counter() - log.start
     summaries = [] if search is None or isinstance(search, str) else search.summaries
+    if summaries:
+        write_picks(work_dir, search.picks)
     trials = read_trials(trials_path)
     db = _open_database(work_dir, locked=True)
-    best = best_record(db, find_workload(db, mod))
+    best = _kernel_record(work_dir, db, mod)
     best_ms = None if best is None else 1e3 * (latency(best.run_secs) or 0.0)
     write_json(
         result_path,
@@ -364,6 +367,8 @@ def _tune_locked_run(
                     "descents": sum(x["descents"] for x in summaries),
                     "moves": sum(x["moves"] for x in summaries),
                     "final_pick_is_incumbent": summaries[-1]["final_pick_is_incumbent"],
+                    "pick_is_lowest": summaries[-1]["pick_is_lowest"],
+                    "final_batch": summaries[-1]["final_batch"],
                     "resumed": bool(prior),
                 }
                 if summaries
@@ -449,6 +454,14 @@ def _copy_exploration(
         )
 
 
+def _kernel_record(work_dir: str, db: ms.database.Database, mod: tvm.IRModule) -> Any:
+    """The record of a run's kernel: droplet's pick where it made one, else the lowest record."""
+    wl = find_workload(db, mod)
+    if wl is None:
+        return None
+    return picked_record(work_dir, wl.mod) or best_record(db, wl)
+
+
 def _remeasure(
     out: str,
     workload: str,
@@ -481,7 +494,7 @@ def _remeasure(
     for strategy in finished:
         db = _open_database(run_dir(out, workload, strategy, seed))
         wl = find_workload(db, mod)
-        best = best_record(db, wl)
+        best = _kernel_record(run_dir(out, workload, strategy, seed), db, mod)
         if best is None:
             missing[strategy] = "no successful measurement in its database"
         else:

@@ -236,7 +236,14 @@ def _seed_entry(
                 ),
                 "error": result.get("error"),
             }
-            for key in ("strategy_seconds", "descents", "moves", "final_pick_is_incumbent"):
+            for key in (
+                "strategy_seconds",
+                "descents",
+                "moves",
+                "final_pick_is_incumbent",
+                "pick_is_lowest",
+                "final_batch",
+            ):
                 if key in result:
                     item[key] = result[key]
             if result.get("strategy_seconds") is not None and item["tuning_seconds"] > 0:
@@ -326,7 +333,11 @@ def _descent_note(item: dict[str, Any]) -> str:
     note = f"{item['descents']} descent(s), {item['moves']} move(s)"
     if own is not None:
         note += f", own time {100 * own:.1f} %"
-    if item.get("final_pick_is_incumbent") is False:
+    if item.get("final_batch"):
+        note += ", picked by a final batch"
+    if item.get("pick_is_lowest") is False:
+        note += ", the pick is not the database's lowest record (what stock TVM compiles)"
+    elif "pick_is_lowest" not in item and item.get("final_pick_is_incumbent") is False:
         note += ", the database's best is not the incumbent"
     return note
 
@@ -371,7 +382,8 @@ def _markdown(
             for name, v in shares.items()
         ),
         "",
-        "Latency: median of the interleaved re-measurement of each strategy's best kernel "
+        "Latency: median of the interleaved re-measurement of each strategy's kernel (droplet's "
+        "pick where its run kept one in droplet_picks.json, else the lowest record) "
         "[95 % CI of the median, from the per-round medians]. Ratios below 1 mean droplet's "
         "kernel is faster (latency) or droplet tuned for less time (time); per (workload, "
         "seed), geometric means over them.",

@@ -152,6 +152,7 @@ def test_droplet_search_strategy():
             num_evolutionary_trials=num_evolutionary_trials,
             evolutionary={"population_size": 16, "init_min_unmeasured": 8},
             when_converged="stop",  # one descent: every later batch is a descent batch
+            final_trials=0,  # (no final batch of re-measured contenders at the end)
         ),
         target=TARGET,
         num_threads=1,  # because we are using a mutator from the python side
