@@ -45,69 +45,15 @@ import math
 import random
 from collections.abc import Callable, Hashable, Iterable, MutableSet, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
-from ._stats import Comparison, compare, compare_slots, median
+from ._proposals import DescentEvent, EventKind, Neighbour, Proposal, Role
+from ._slots import control_samples, ran, slot_comparison
+from ._stats import Comparison, compare
 
 __all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Role"]
 
 P = TypeVar("P")
-
-#: What a proposal is for: the incumbent as a control, a challenger's re-measurement, a new point.
-Role = Literal["control", "confirm", "explore"]
-#: What the descent decided.
-EventKind = Literal["challenger", "move", "reject", "widen", "converged", "control-failed"]
-
-
-@dataclass(frozen=True)
-class Neighbour(Generic[P]):
-    """A candidate point next to the incumbent.
-
-    Attributes
-    ----------
-    coordinate : str
-        Which coordinate was changed and how (for logs).
-    point : P
-        The candidate itself.
-    key : Hashable
-        Its fingerprint: two neighbours with the same key are the same candidate.
-    """
-
-    coordinate: str
-    point: Any
-    key: Hashable
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """One entry of a batch.
-
-    Attributes
-    ----------
-    role : Role
-        ``"control"`` (the incumbent), ``"confirm"`` (a challenger re-measured) or
-        ``"explore"`` (a point never measured).
-    neighbour : Neighbour
-        The point.
-    speculative : bool
-        An explore of a pending challenger's neighbourhood rather than the incumbent's.
-    """
-
-    role: Role
-    neighbour: Neighbour
-    speculative: bool = False
-
-
-@dataclass(frozen=True)
-class DescentEvent:
-    """Something the descent decided, reported through ``on_event`` for logging."""
-
-    kind: EventKind
-    step: int
-    coordinate: str = ""
-    ratio: float | None = None
-    pvalue: float | None = None
-    message: str = ""
 
 
 @dataclass
@@ -125,55 +71,6 @@ class _Queue:
 
     items: list[Neighbour] = field(default_factory=list)
     steps: dict[Hashable, int] = field(default_factory=dict)
-
-
-def _ran(res: list[list[float] | None], i: int) -> list[float]:
-    """The samples of slot ``i``, which ran (callers only pass slots that did)."""
-    samples = res[i]
-    if samples is None:
-        raise ValueError(f"slot {i} has no samples")
-    return samples
-
-
-def _usable_controls(controls: list[int]) -> list[int]:
-    """The head control warms the runner up: left out when at least two others ran."""
-    usable = [c for c in controls if c != 0]
-    return usable if len(usable) >= 2 else controls
-
-
-def _control_samples(i: int, controls: list[int], res: list[list[float] | None]) -> list[float]:
-    """The control samples to compare slot ``i`` with, corrected for a drift over the batch.
-
-    Of the usable controls, the nearest before and after slot ``i`` are pooled, each scaled to
-    slot ``i`` by a geometric interpolation of their medians (a linear drift in log time
-    cancels out).
-    """
-    usable = _usable_controls(controls)
-    before = [c for c in usable if c < i]
-    after = [c for c in usable if c > i]
-    if before and after:
-        a, b = before[-1], after[0]
-        sa, sb = _ran(res, a), _ran(res, b)
-        ma, mb = median(sa), median(sb)
-        w = (i - a) / (b - a)
-        at_i = ma ** (1.0 - w) * mb**w
-        return [x * at_i / ma for x in sa] + [x * at_i / mb for x in sb]
-    return list(_ran(res, before[-1] if before else after[0]))
-
-
-def _slot_comparison(
-    slots: list[int], controls: list[int], res: list[list[float] | None]
-) -> Comparison | None:
-    """Slot-level test of the candidate at ``slots`` (None: too few controls for it)."""
-    usable = _usable_controls(controls)
-    if len(usable) < 4:
-        return None
-    return compare_slots(
-        [float(i) for i in slots],
-        [math.log(median(_ran(res, i))) for i in slots],
-        [float(c) for c in usable],
-        [math.log(median(_ran(res, c))) for c in usable],
-    )
 
 
 class Descent(Generic[P]):
@@ -372,7 +269,7 @@ class Descent(Generic[P]):
         self._control_failures = 0
 
         def nearest_control(i: int) -> list[float]:
-            return _control_samples(i, controls, res)
+            return control_samples(i, controls, res)
 
         moved = self._observe_confirmations(proposals, res, controls, nearest_control)
         promising: list[tuple[Comparison, Neighbour, list[float], list[float]]] = []
@@ -381,7 +278,7 @@ class Descent(Generic[P]):
             if prop.role != "explore" or r is None or prop.speculative:
                 continue
             control = nearest_control(i)
-            cmp = _slot_comparison([i], controls, res) or compare(r, control)
+            cmp = slot_comparison([i], controls, res) or compare(r, control)
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
             if cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0):
                 promising.append((cmp, prop.neighbour, r, control))
@@ -525,9 +422,9 @@ class Descent(Generic[P]):
                 self._emit("reject", ch.neighbour.coordinate, message="failed when re-measured")
                 continue
             # every slot of the challenger, each against its own nearest controls
-            r = [x for i in slots for x in _ran(res, i)]
+            r = [x for i in slots for x in ran(res, i)]
             control = [x for i in slots for x in nearest_control(i)]
-            cmp = _slot_comparison(slots, controls, res) or compare(r, control)
+            cmp = slot_comparison(slots, controls, res) or compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
             if not cmp.significant(alpha):

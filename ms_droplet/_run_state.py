@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 
     from ._candidates import CandidateCache
-    from ._descent import Descent, Neighbour, Proposal
+    from ._descent import Descent
+    from ._proposals import Neighbour, Proposal
 
 __all__ = ["Phase", "RunState", "WhenConverged"]
 

@@ -32,15 +32,16 @@ from tvm.s_tir.meta_schedule.search_strategy import (
 )
 
 from ._candidates import CandidateCache, measure_candidate
-from ._decisions import moves, trace_key
-from ._descent import Descent, DescentEvent, Neighbour
+from ._decisions import trace_key
 from ._final import final_size
 from ._logging import task_logger
+from ._proposals import Neighbour
 from ._records import is_failure, samples_of
 from ._run_state import RunState, WhenConverged
 from ._settings import check_settings
+from ._strategy_descent import start_descent
 from ._strategy_final import final_batch, pick_record, take_final
-from ._strategy_log import log_event, log_final_pick, warn_if_all_timed_out
+from ._strategy_log import log_final_pick, warn_if_all_timed_out
 
 if TYPE_CHECKING:
     from tvm.s_tir import Schedule
@@ -109,10 +110,12 @@ class DropletStrategy(PySearchStrategy):
         incumbent's neighbourhood.
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
-        the budget and one batch): the last incumbent, earlier descents' incumbents and the
-        database's fastest records (2 to 4 kernels, what stock TVM would compile among them)
-        are re-measured in rotating rounds in one runner call, and the fastest on the paired
-        per-round ratios is the task's pick (:attr:`picks`, :meth:`picked_database`).
+        the budget, counting the workload's records already in the database, half of the
+        trials of this tuning and one batch): the last incumbent, earlier descents'
+        incumbents and the database's fastest records (2 to 4 kernels, what stock TVM would
+        compile among them) are re-measured in rotating rounds in one runner call, and the
+        fastest on the paired per-round ratios is the task's pick (:attr:`picks`,
+        :meth:`picked_database`).
         0: no final batch; the pick is the last descent's incumbent.
     """
 
@@ -277,8 +280,15 @@ class DropletStrategy(PySearchStrategy):
         workload = database.commit_workload(ctx.mod)
         records = cache.load(database, workload)
         explored = len(records)
+        # the final batch: at most an eighth of the task's budget (records already in the
+        # database count: a resumed tuning's budget is what it had), half of this call's
         contenders, rounds = final_size(
-            min(self.final_trials, max_trials // 8, num_trials_per_iter)
+            min(
+                self.final_trials,
+                (explored + max_trials) // 8,
+                max_trials // 2,
+                num_trials_per_iter,
+            )
         )
         reserve = contenders * rounds
         evo_trials = min(max(self.num_evolutionary_trials - explored, 0), max_trials - reserve)
@@ -600,78 +610,12 @@ class DropletStrategy(PySearchStrategy):
     # ------------------------------------------------------------------ descent
     def _start_descent(self, run: RunState) -> bool:
         """Start a descent from the best measured record not descended from yet."""
-        ctx = self._context
-        assert ctx is not None
+        assert self._context is not None
         begin = time.perf_counter()
-        start = None
-        for rec in run.database.get_top_k(run.workload, 64):
-            if is_failure(rec):
-                continue
-            if trace_key(rec.trace) in run.descended:
-                continue
-            sch = run.cache.replay(rec.trace)
-            if sch is not None:
-                start = (rec, sch)
-                break
-        if start is None:
-            run.logger.warning(
-                "Droplet: no successfully measured record of this workload left to start a "
-                "descent from; the task ends here"
-            )
-            return False
-        rec, sch = start
-        run.cache.add_module(sch)
-        key = trace_key(sch.trace)
-        run.cache.seen.add(key)
-        run.descended.add(key)
-        run.num_descents += 1
-        secs = samples_of(rec.run_secs) or [float("nan")]
-        run.logger.info(
-            "Droplet: descent %d starts after %d trial(s) from the best record not descended "
-            "from yet (%.4f ms)",
-            run.num_descents,
-            run.trials,
-            1e3 * sorted(secs)[len(secs) // 2],
-        )
-        max_par = int(ctx.num_threads) * 16  # MutateParallel's max_jobs_per_core default
-
-        def neighbours(point: Schedule, step: int) -> list[Neighbour]:
-            out = []
-            for mv in moves(point.trace, step, max_parallel_extent=max_par):
-                built = run.cache.candidate(mv.trace)
-                if built is not None:
-                    out.append(Neighbour(mv.label, built[1], built[0]))
-            return out
-
-        def on_event(ev: DescentEvent) -> None:
-            log_event(run.logger, ev)
-
-        rank = None
-        if self.rank_neighbours and run.cost_model is not None:
-            cost_model = run.cost_model
-
-            def rank(nbs) -> list[float]:
-                cands = [measure_candidate(nb.point) for nb in nbs]
-                return [float(x) for x in cost_model.predict(ctx, cands)]
-
-        run.descent = Descent(
-            Neighbour("start", sch, key),
-            neighbours=neighbours,
-            pvalue=self.pvalue,
-            max_step=self.max_step,
-            confirm=self.confirm,
-            seen=run.cache.seen,
-            seed=run.cache.seed + run.num_descents - 1,
-            max_control_failures=self.max_control_failures,
-            on_event=on_event,
-            rank=rank,
-            control_every=self.control_every,
-            max_challengers=self.max_challengers,
-            speculate=self.speculate,
-            fill=self.speculate,
-            confirm_slots=2 if self.control_every is not None else 1,
-        )
+        run.descent = start_descent(run, self._context, self)
         run.own_seconds += time.perf_counter() - begin
+        if run.descent is None:
+            return False
         if self.explore_share > 0.0:
             self._start_side_exploration(run)
         return True

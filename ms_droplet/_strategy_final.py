@@ -31,8 +31,8 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from ._candidates import measure_candidate
 from ._decisions import trace_key
-from ._descent import Neighbour
 from ._final import final_order, final_pick, final_size
+from ._proposals import Neighbour
 from ._records import is_failure, latency, samples_of, workload_records
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from ._records import is_failure, samples_of
 if TYPE_CHECKING:
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
-    from ._descent import DescentEvent
+    from ._proposals import DescentEvent
     from ._run_state import RunState
 
 __all__ = ["log_event", "log_final_pick", "warn_if_all_timed_out"]

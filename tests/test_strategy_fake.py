@@ -56,6 +56,7 @@ def _tune(
     runner=None,
     builder=None,
     strategies=None,
+    database=None,
     **kwargs,
 ):
     runner = runner or LandscapeRunner()
@@ -74,7 +75,7 @@ def _tune(
         builder=builder or HashBuilder(),
         runner=runner,
         cost_model=ms.cost_model.RandomModel(seed=seed),
-        database=ms.database.MemoryDatabase(),
+        database=database if database is not None else ms.database.MemoryDatabase(),
         measure_callbacks=[
             ms.measure_callback.AddToDatabase(),
             ms.measure_callback.UpdateCostModel(),
@@ -438,3 +439,24 @@ def test_no_final_batch_the_pick_is_the_incumbent(matmul64, target, tmp_path):
     assert len(strategies[0].picks) == 1
     with pytest.raises(ValueError, match="final_trials"):
         ms_droplet.DropletStrategy(final_trials=-1)
+
+
+def test_a_resumed_tuning_sizes_its_final_batch_by_the_whole_budget(matmul64, target, tmp_path):
+    # 32 explored, then 32 more in a second tuning: an eighth of the 64 (not of the 32) is kept
+    db = ms.database.MemoryDatabase()
+    _tune(matmul64, target, tmp_path / "a", trials=32, evo_trials=32, database=db, final_trials=0)
+    strategies: list = []
+    _, runner = _tune(
+        matmul64,
+        target,
+        tmp_path / "b",
+        trials=32,
+        evo_trials=32,
+        database=db,
+        strategies=strategies,
+    )
+    assert sum(len(b) for b in runner.batches) == 32
+    assert runner.batches[0][0] == runner.batches[0][1], "the resumed run did not descend at once"
+    final = runner.batches[-1]
+    assert len(final) == 8 and len(set(final)) == 2, final
+    assert strategies[0].summaries[0]["final_batch"] is True

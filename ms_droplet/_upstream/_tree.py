@@ -62,8 +62,11 @@ MODULES = {
     "_logging": "_droplet_logging",
     "_records": "_droplet_records",
     "_final": "_droplet_final",
+    "_proposals": "_droplet_proposals",
+    "_slots": "_droplet_slots",
     "_run_state": "_droplet_run_state",
     "_settings": "_droplet_settings",
+    "_strategy_descent": "_droplet_start",
     "_strategy_final": "_droplet_end",
     "_strategy_log": "_droplet_log",
 }

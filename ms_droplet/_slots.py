@@ -1,0 +1,79 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""Comparing one slot of a descent batch with the incumbent's controls around it (pure, no TVM).
+
+A descent batch carries the incumbent as controls spread through it; a candidate's slot is
+compared with the controls nearest to it in time, scaled to its slot (a drift over the runner
+call cancels out), or with the straight line fitted to all usable controls (slot-level test).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._stats import Comparison, compare_slots, median
+
+__all__ = ["control_samples", "ran", "slot_comparison", "usable_controls"]
+
+
+def ran(res: list[list[float] | None], i: int) -> list[float]:
+    """The samples of slot ``i``, which ran (callers only pass slots that did)."""
+    samples = res[i]
+    if samples is None:
+        raise ValueError(f"slot {i} has no samples")
+    return samples
+
+
+def usable_controls(controls: list[int]) -> list[int]:
+    """The head control warms the runner up: left out when at least two others ran."""
+    usable = [c for c in controls if c != 0]
+    return usable if len(usable) >= 2 else controls
+
+
+def control_samples(i: int, controls: list[int], res: list[list[float] | None]) -> list[float]:
+    """The control samples to compare slot ``i`` with, corrected for a drift over the batch.
+
+    Of the usable controls, the nearest before and after slot ``i`` are pooled, each scaled to
+    slot ``i`` by a geometric interpolation of their medians (a linear drift in log time
+    cancels out).
+    """
+    usable = usable_controls(controls)
+    before = [c for c in usable if c < i]
+    after = [c for c in usable if c > i]
+    if before and after:
+        a, b = before[-1], after[0]
+        sa, sb = ran(res, a), ran(res, b)
+        ma, mb = median(sa), median(sb)
+        w = (i - a) / (b - a)
+        at_i = ma ** (1.0 - w) * mb**w
+        return [x * at_i / ma for x in sa] + [x * at_i / mb for x in sb]
+    return list(ran(res, before[-1] if before else after[0]))
+
+
+def slot_comparison(
+    slots: list[int], controls: list[int], res: list[list[float] | None]
+) -> Comparison | None:
+    """Slot-level test of the candidate at ``slots`` (None: too few controls for it)."""
+    usable = usable_controls(controls)
+    if len(usable) < 4:
+        return None
+    return compare_slots(
+        [float(i) for i in slots],
+        [math.log(median(ran(res, i))) for i in slots],
+        [float(c) for c in usable],
+        [math.log(median(ran(res, c))) for c in usable],
+    )

@@ -1,0 +1,116 @@
+# Licensed to the Apache Software Foundation (ASF) under one
+# or more contributor license agreements.  See the NOTICE file
+# distributed with this work for additional information
+# regarding copyright ownership.  The ASF licenses this file
+# to you under the Apache License, Version 2.0 (the
+# "License"); you may not use this file except in compliance
+# with the License.  You may obtain a copy of the License at
+#
+#   http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing,
+# software distributed under the License is distributed on an
+# "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY
+# KIND, either express or implied.  See the License for the
+# specific language governing permissions and limitations
+# under the License.
+"""The start of a DropletStrategy descent: its first incumbent, neighbours and ranking.
+
+The incumbent is the best successfully measured record of the workload not descended from yet;
+its neighbours are the traces one coordinate away (``_decisions.moves``), replayed and
+postprocessed (``_candidates``); with ``rank_neighbours`` the task's cost model orders them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._candidates import measure_candidate
+from ._decisions import moves, trace_key
+from ._descent import Descent
+from ._proposals import DescentEvent, Neighbour
+from ._records import is_failure, samples_of
+from ._strategy_log import log_event
+
+if TYPE_CHECKING:
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.meta_schedule import TuneContext
+
+    from ._run_state import RunState
+
+__all__ = ["start_descent"]
+
+
+def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | None:
+    """A new descent from the best record not descended from yet (None: no record left).
+
+    ``settings`` is the strategy (its descent settings: ``pvalue``, ``max_step``, ...).
+    """
+    start = None
+    for rec in run.database.get_top_k(run.workload, 64):
+        if is_failure(rec):
+            continue
+        if trace_key(rec.trace) in run.descended:
+            continue
+        sch = run.cache.replay(rec.trace)
+        if sch is not None:
+            start = (rec, sch)
+            break
+    if start is None:
+        run.logger.warning(
+            "Droplet: no successfully measured record of this workload left to start a "
+            "descent from; the task ends here"
+        )
+        return None
+    rec, sch = start
+    run.cache.add_module(sch)
+    key = trace_key(sch.trace)
+    run.cache.seen.add(key)
+    run.descended.add(key)
+    run.num_descents += 1
+    secs = samples_of(rec.run_secs) or [float("nan")]
+    run.logger.info(
+        "Droplet: descent %d starts after %d trial(s) from the best record not descended "
+        "from yet (%.4f ms)",
+        run.num_descents,
+        run.trials,
+        1e3 * sorted(secs)[len(secs) // 2],
+    )
+    max_par = int(ctx.num_threads) * 16  # MutateParallel's max_jobs_per_core default
+
+    def neighbours(point: Schedule, step: int) -> list[Neighbour]:
+        out = []
+        for mv in moves(point.trace, step, max_parallel_extent=max_par):
+            built = run.cache.candidate(mv.trace)
+            if built is not None:
+                out.append(Neighbour(mv.label, built[1], built[0]))
+        return out
+
+    def on_event(ev: DescentEvent) -> None:
+        log_event(run.logger, ev)
+
+    rank = None
+    if settings.rank_neighbours and run.cost_model is not None:
+        cost_model = run.cost_model
+
+        def rank(nbs) -> list[float]:
+            cands = [measure_candidate(nb.point) for nb in nbs]
+            return [float(x) for x in cost_model.predict(ctx, cands)]
+
+    return Descent(
+        Neighbour("start", sch, key),
+        neighbours=neighbours,
+        pvalue=settings.pvalue,
+        max_step=settings.max_step,
+        confirm=settings.confirm,
+        seen=run.cache.seen,
+        seed=run.cache.seed + run.num_descents - 1,
+        max_control_failures=settings.max_control_failures,
+        on_event=on_event,
+        rank=rank,
+        control_every=settings.control_every,
+        max_challengers=settings.max_challengers,
+        speculate=settings.speculate,
+        fill=settings.speculate,
+        confirm_slots=2 if settings.control_every is not None else 1,
+    )
