@@ -22,8 +22,8 @@ neighbour measured once at a quiet moment. At the end of a task the strategy mea
 contenders (the descents' incumbents and the database's fastest records) in one batch, one slot
 each per round, the order rotated by one every round so that every contender takes every
 position equally often (a fixed order biases the comparison by the drift within the runner
-call). Each round is a paired comparison; the pick is the contender with the lowest median,
-over the rounds, of its log latency relative to the round's mean.
+call). Each round is a paired comparison; a contender's score is the median, over the rounds,
+of its log latency relative to the round's mean, and the pick is the lowest score.
 
 This module imports no TVM: it is tested on synthetic measurements.
 """
@@ -72,8 +72,9 @@ class FinalPick:
     pick : int or None
         Index of the fastest contender; None when every contender failed in some round.
     ratios : list of float or None
-        Each contender's median per-round latency ratio to contender 0 (None: it failed in a
-        round, or contender 0 did, so no ratio).
+        Each contender's latency relative to contender 0, from the statistic the pick uses
+        (the exponential of the difference of their scores); None: it failed in a round, or
+        contender 0 did.
     rounds : int
         Complete rounds of the batch (each contender once per round).
     """
@@ -113,5 +114,5 @@ def final_pick(order: Sequence[int], samples: Sequence[Sequence[float] | None]) 
     ratios: list[float | None] = [None] * num
     if 0 in alive:
         for c in alive:
-            ratios[c] = math.exp(median([per[c][r] - per[0][r] for r in range(rounds)]))
+            ratios[c] = math.exp(score[c] - score[0])
     return FinalPick(pick, ratios, rounds)

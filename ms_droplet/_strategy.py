@@ -443,7 +443,8 @@ class DropletStrategy(PySearchStrategy):
             slice_trials = min(self.restart_trials or run.num_trials_per_iter, spend)
             run.logger.info(
                 "Droplet: descent converged with %d trial(s) left; exploring %d more with "
-                "EvolutionarySearch, then descending from the best record not descended from",
+                "EvolutionarySearch, then descending from the best record not descended from "
+                "while trials are left before the final batch",
                 remaining,
                 slice_trials,
             )

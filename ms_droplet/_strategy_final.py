@@ -48,12 +48,15 @@ __all__ = ["final_batch", "pick_record", "take_final"]
 
 def _lowest_records(run: RunState) -> Iterator[Neighbour]:
     """The workload's successful records, lowest mean first, replayed (lazily)."""
+    rank = 0
     for rec in run.database.get_top_k(run.workload, 64):
         if is_failure(rec):
             continue
         sch = run.cache.replay(rec.trace)
         if sch is not None:
-            yield Neighbour("record", sch, trace_key(sch.trace))
+            rank += 1
+            label = "the lowest record" if rank == 1 else f"record {rank}"
+            yield Neighbour(label, sch, trace_key(sch.trace))
 
 
 def final_batch(run: RunState) -> list[MeasureCandidate] | None:
@@ -118,7 +121,7 @@ def take_final(run: RunState, results: list[RunnerResult]) -> None:
         for nb, r in zip(contenders, result.ratios, strict=True)
     )
     run.logger.info(
-        "Droplet: final pick: %s (median per-round ratio to %s over %d rounds: %s)",
+        "Droplet: final pick: %s (latency relative to %s over %d rotating rounds: %s)",
         run.pick.coordinate,
         contenders[0].coordinate,
         result.rounds,

@@ -91,3 +91,10 @@ def test_a_contender_that_failed_once_is_never_picked():
     assert not math.isnan(picked.ratios[0])
     with pytest.raises(ValueError):
         final_pick(order, samples[:-1])
+
+
+def test_the_reported_ratios_rank_the_contenders_as_the_pick_does():
+    order = final_order(4, 4)
+    for seed in range(30):
+        picked = final_pick(order, _measure(order, [1.0, 1.01, 0.99, 1.0], noise=0.05, seed=seed))
+        assert picked.ratios[picked.pick] == min(picked.ratios)

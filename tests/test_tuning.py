@@ -156,9 +156,11 @@ def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):
     _check(db, rec, mod, 8, tmp_path)
 
 
-def test_final_batch_with_real_runs(target, tmp_path, warm_builder):
-    # 64 trials keep 8 for the final batch: two contenders, four rotating rounds, real runs
-    mod = te.create_prim_func(te_workload.matmul(32, 32, 32))
+def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_matmul128):
+    # the session's 16 explored trials of a 128^3 matmul and 48 more: an eighth of the 64 is
+    # kept for the final batch, two contenders in four rotating rounds, real builds and runs
+    shutil.copytree(explored_matmul128, tmp_path, dirs_exist_ok=True)
+    mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
     recorder = RecordBatches()
     strategy = ms_droplet.DropletStrategy(
         num_evolutionary_trials=16,
@@ -168,7 +170,7 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder):
         mod,
         target,
         str(tmp_path),
-        max_trials_global=64,
+        max_trials_global=48,
         num_trials_per_iter=16,
         strategy=strategy,
         builder=warm_builder,
@@ -178,11 +180,15 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder):
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
         seed=11,
     )
-    assert sum(len(b) for b in recorder.batches) == 64
+    assert sum(len(b) for b in recorder.batches) == 48
     final = recorder.batches[-1]
     a, b = final[:2]
     assert a != b and final == [a, b, b, a, a, b, b, a], final
     earlier = {k for batch in recorder.batches[:-1] for k in batch}
+    earlier |= {
+        trace_key(r.trace)
+        for r in ms.database.JSONDatabase(work_dir=str(explored_matmul128)).get_all_tuning_records()
+    }
     assert {a, b} <= earlier, "the final batch measured a new candidate"
     (summary,) = strategy.summaries
     assert summary["final_batch"] is True
@@ -197,8 +203,8 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder):
     assert sch is not None, "compile_tir found no record in picked_database"
     rt_mod = tvm.compile(sch.mod, target=target)
     rng = np.random.default_rng(0)
-    x, y = rng.random((32, 32), dtype="float32"), rng.random((32, 32), dtype="float32")
+    x, y = rng.random((128, 128), dtype="float32"), rng.random((128, 128), dtype="float32")
     dev = tvm.cpu()
-    z = tvm.runtime.tensor(np.zeros((32, 32), dtype="float32"), dev)
+    z = tvm.runtime.tensor(np.zeros((128, 128), dtype="float32"), dev)
     rt_mod["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(y, dev), z)
     np.testing.assert_allclose(z.numpy(), x @ y, rtol=1e-4, atol=1e-4)
