@@ -34,6 +34,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 
+from ._decisions import trace_key
 from ._evaluate import measure_interleaved
 from ._factories import make_builder
 from ._files import write_json
@@ -61,6 +62,7 @@ class TuneReport:
     explored_ms: float | None = None
     final_ms: float | None = None
     remeasured: dict[str, list[float]] = field(default_factory=dict)
+    same_kernel: bool = False  # the final kernel is the exploration's best one
     curve: list[dict[str, float | None]] = field(default_factory=list)
 
     def _row(self, name: str, ms_: float) -> str:
@@ -90,7 +92,11 @@ class TuneReport:
             ):
                 if value is not None:
                     lines.append(self._row(name, value))
-        if len(self.remeasured) == 2:
+        if self.same_kernel:
+            lines.append(
+                "  the final kernel is the exploration's best (same kernel: no speed-up to report)"
+            )
+        elif len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
         return "\n".join(lines)
@@ -170,6 +176,10 @@ def run_tuning(
     if final_rec is not None:
         report.final_ms = (latency(final_rec.run_secs) or 0.0) * 1e3
         kernels["final"] = scheduled_module(mod, final_rec.trace)
+        if explored is not None and trace_key(log.traces[explored]) == trace_key(final_rec.trace):
+            # one kernel: timing it twice would report noise (or an order bias) as a speed-up
+            report.same_kernel = True
+            del kernels["after_exploration"]
     if kernels:
         samples = measure_interleaved(
             list(kernels.values()),

@@ -83,15 +83,49 @@ def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builde
         workload.mod, best.target, "main"
     )
     assert trace_key(answer.trace) == trace_key(pick.trace)
-    # Both kernels were re-measured interleaved: rounds x repeat samples each.
-    assert set(report["remeasured"]) == {"after_exploration", "final"}
+    # Both kernels were re-measured interleaved (rounds x repeat samples each), or one when the
+    # final kernel is the exploration's best: then no speed-up is printed.
+    explored_trace = next(
+        r.trace
+        for r in records
+        if latency(r.run_secs) == pytest.approx(report["explored_ms"] / 1e3)
+    )
+    same = trace_key(explored_trace) == trace_key(pick.trace)
+    assert report["same_kernel"] is same
+    keys = ["final"] if same else ["after_exploration", "final"]
+    assert list(report["remeasured"]) == keys
     assert all(len(v) == 2 * 3 for v in report["remeasured"].values())
     assert "best kernels re-measured interleaved (median of the rounds):" in out
-    for label, key in (("after exploration (8 trials)", "after_exploration"), ("final (", "final")):
-        row = next(line for line in out.splitlines() if line.strip().startswith(label))
+    labels = {"after_exploration": "after exploration (8 trials)", "final": "final ("}
+    for key in keys:
+        row = next(line for line in out.splitlines() if line.strip().startswith(labels[key]))
         assert f"{median(report['remeasured'][key]) * 1e3:.4f} ms" in row
-    a, b = (median(report["remeasured"][k]) for k in ("after_exploration", "final"))
-    assert f"speed-up of the final kernel over the exploration best: {a / b:.3f}x" in out
+    if same:
+        assert "same kernel: no speed-up to report" in out and "speed-up of" not in out
+    else:
+        a, b = (median(report["remeasured"][k]) for k in keys)
+        assert f"speed-up of the final kernel over the exploration best: {a / b:.3f}x" in out
+
+
+def test_report_says_same_kernel_instead_of_a_speed_up():
+    report = TuneReport(
+        workload="matmul:8,8,8",
+        target="znver3",
+        strategy="droplet",
+        trials=12,
+        build_errors=0,
+        build_timeouts=0,
+        tuning_seconds=3.0,
+        flop=2e6,
+        explore_trials=8,
+        explored_ms=2.0,
+        final_ms=2.0,
+        remeasured={"final": [2e-3, 2.1e-3]},
+        same_kernel=True,
+    )
+    text = report.format(wall_seconds=4.0)
+    assert "same kernel: no speed-up to report" in text and "speed-up of" not in text
+    assert "after exploration" not in text and "final (12 trials)" in text
 
 
 def test_report_without_remeasurement_shows_the_recorded_latencies():
