@@ -79,7 +79,6 @@ def check_settings(
         raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
     if when_converged not in ("explore", "stop"):
         raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
-    evolutionary = dict(evolutionary or {})
     unknown = sorted(set(evolutionary or {}) - set(EVOLUTIONARY_KEYS))
     if unknown:
         raise TypeError(

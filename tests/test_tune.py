@@ -107,10 +107,11 @@ def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builde
         assert f"speed-up of the final kernel over the exploration best: {a / b:.3f}x" in out
 
 
-def test_report_says_same_kernel_instead_of_a_speed_up():
-    report = TuneReport(
+def _report(**changes) -> TuneReport:
+    """A TuneReport of a 12-trial run (8 explored) at 2 ms after exploration."""
+    settings = dict(
         workload="matmul:8,8,8",
-        target="znver3",
+        target="znver4",
         strategy="droplet",
         trials=12,
         build_errors=0,
@@ -119,29 +120,19 @@ def test_report_says_same_kernel_instead_of_a_speed_up():
         flop=2e6,
         explore_trials=8,
         explored_ms=2.0,
-        final_ms=2.0,
-        remeasured={"final": [2e-3, 2.1e-3]},
-        same_kernel=True,
     )
+    return TuneReport(**{**settings, **changes})
+
+
+def test_report_says_same_kernel_instead_of_a_speed_up():
+    report = _report(final_ms=2.0, remeasured={"final": [2e-3, 2.1e-3]}, same_kernel=True)
     text = report.format(wall_seconds=4.0)
     assert "same kernel: no speed-up to report" in text and "speed-up of" not in text
     assert "after exploration" not in text and "final (12 trials)" in text
 
 
 def test_report_without_remeasurement_shows_the_recorded_latencies():
-    report = TuneReport(
-        workload="matmul:8,8,8",
-        target="znver4",
-        strategy="droplet",
-        trials=12,
-        build_errors=1,
-        build_timeouts=1,
-        tuning_seconds=3.0,
-        flop=2e6,
-        explore_trials=8,
-        explored_ms=2.0,
-        final_ms=1.0,
-    )
+    report = _report(build_errors=1, build_timeouts=1, final_ms=1.0)
     text = report.format(wall_seconds=4.0)
     assert "trials: 12 (1 build errors, 1 timeouts)" in text
     assert "best kernels as recorded by the runner (not re-measured here):" in text

@@ -344,7 +344,7 @@ def _tune_locked_run(
         write_picks(work_dir, search.picks)
     trials = read_trials(trials_path)
     db = _open_database(work_dir, locked=True)
-    best = _kernel_record(work_dir, db, mod)
+    best = _kernel_record(work_dir, db, find_workload(db, mod))
     best_ms = None if best is None else 1e3 * (latency(best.run_secs) or 0.0)
     write_json(
         result_path,
@@ -454,9 +454,8 @@ def _copy_exploration(
         )
 
 
-def _kernel_record(work_dir: str, db: ms.database.Database, mod: tvm.IRModule) -> Any:
+def _kernel_record(work_dir: str, db: ms.database.Database, wl: Any) -> Any:
     """The record of a run's kernel: droplet's pick where it made one, else the lowest record."""
-    wl = find_workload(db, mod)
     if wl is None:
         return None
     return picked_record(work_dir, wl.mod) or best_record(db, wl)
@@ -494,7 +493,7 @@ def _remeasure(
     for strategy in finished:
         db = _open_database(run_dir(out, workload, strategy, seed))
         wl = find_workload(db, mod)
-        best = _kernel_record(run_dir(out, workload, strategy, seed), db, mod)
+        best = _kernel_record(run_dir(out, workload, strategy, seed), db, wl)
         if best is None:
             missing[strategy] = "no successful measurement in its database"
         else:
