@@ -16,13 +16,26 @@
 # under the License.
 """Shared fixtures: small workloads, the host CPU target and one warm builder per test run.
 
-Every fresh TVM process (and every builder worker) pays for importing ``tvm.s_tir.tensor_intrin``
-(30-50 s on a small machine), so tests share what they can: one ``WarmBuilder`` for the whole
-run (``warm_builder``; also handed to the command line by ``cli_warm_builder``), and processes
-are spawned only where the process itself is what a test checks.
+Every fresh TVM process (and every builder worker) pays for importing ``tvm.s_tir.tensor_intrin``:
+25-50 s on a small machine, 3-6 s with the CUDA, ROCm, Metal and Hexagon intrinsics registered
+lazily, which this conftest arranges for the whole test run. Tests also share what they can: one
+``WarmBuilder`` for the whole run (``warm_builder``; also handed to the command line by
+``cli_warm_builder``), and processes are spawned only where the process itself is what a test
+checks.
 """
 
 from __future__ import annotations
+
+import os
+
+from ._site import sitecustomize as _site
+
+# Before anything imports TVM's tensor intrinsics: register the GPU/DSP ones lazily here and in
+# every process the tests start (see tests/_site/sitecustomize.py).
+if _site.install():
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.abspath(_site.__file__)), os.environ.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
 
 import pytest
 import tvm

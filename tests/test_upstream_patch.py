@@ -43,6 +43,8 @@ from ms_droplet import _stats, _upstream
 from ms_droplet._upstream import _welch
 from ms_droplet.cli import main
 
+from ._site import sitecustomize as _site
+
 GIT = shutil.which("git")
 TVM_PKG = Path(tvm.__file__).resolve().parent
 
@@ -348,6 +350,11 @@ def test_patch_applies_and_tunes_without_ms_droplet(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(_BLOCKER, encoding="utf-8")
+    # the test run's lazy GPU/DSP intrinsics (tests/_site), under a name of its own here
+    lazy = Path(_site.__file__).read_text(encoding="utf-8")
+    (blocker / "_lazy_intrinsics.py").write_text(lazy, encoding="utf-8")
+    with open(blocker / "sitecustomize.py", "a", encoding="utf-8") as f:
+        f.write("\nimport _lazy_intrinsics\n\n_lazy_intrinsics.install()\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(
         PYTHONPATH=os.pathsep.join([str(root / "python"), str(blocker)]),
