@@ -347,10 +347,11 @@ class DropletStrategy(PySearchStrategy):
         try:
             self._stop_exploring(run)
             self._stop_side_exploration(run)
+            lowest = run.database.get_top_k(run.workload, 1)  # what stock compile_tir takes
             if run.descent is not None:
-                pick_is_incumbent = log_final_pick(run, run.descent.incumbent.key)
+                pick_is_incumbent = log_final_pick(run, run.descent.incumbent.key, lowest)
             assert self._context is not None
-            record, pick_is_lowest = pick_record(run, self._context.target)
+            record, pick_is_lowest = pick_record(run, self._context.target, lowest)
             if record is not None:
                 self._picks[str(tvm_ffi.structural_hash(run.workload.mod))] = record
         except Exception:  # a log line or a pick must never fail a tuning

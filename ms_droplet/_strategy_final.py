@@ -129,8 +129,10 @@ def take_final(run: RunState, results: list[RunnerResult]) -> None:
     )
 
 
-def pick_record(run: RunState, target: Target) -> tuple[TuningRecord | None, bool | None]:
-    """The record of the task's pick and whether it is the database's lowest record.
+def pick_record(
+    run: RunState, target: Target, top: list[TuningRecord]
+) -> tuple[TuningRecord | None, bool | None]:
+    """The record of the task's pick and whether it is ``top``, the database's lowest record.
 
     The pick is the final batch's winner, or without one the last incumbent (of the last
     descent, else of the latest converged one). Its ``run_secs`` are its samples in the final
@@ -153,7 +155,6 @@ def pick_record(run: RunState, target: Target) -> tuple[TuningRecord | None, boo
             return None, None
         mine.sort(key=lambda r: latency(r.run_secs) or 0.0)
         run_secs = list(samples_of(mine[len(mine) // 2].run_secs) or [])
-    top = run.database.get_top_k(run.workload, 1)
     lowest = bool(top) and trace_key(top[0].trace) == pick.key
     sch = pick.point
     args = ArgInfo.from_entry_func(sch.mod, remove_preproc=True)

@@ -26,6 +26,7 @@ from ._decisions import trace_key
 from ._records import is_failure, samples_of
 
 if TYPE_CHECKING:
+    from tvm.s_tir.meta_schedule.database import TuningRecord
     from tvm.s_tir.meta_schedule.runner import RunnerResult
 
     from ._proposals import DescentEvent
@@ -34,9 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["log_event", "log_final_pick", "warn_if_all_timed_out"]
 
 
-def log_final_pick(run: RunState, incumbent_key: Any) -> bool | None:
-    """Say whether the record stock TVM compiles (lowest mean) is the descent's incumbent."""
-    top = run.database.get_top_k(run.workload, 1)
+def log_final_pick(run: RunState, incumbent_key: Any, top: list[TuningRecord]) -> bool | None:
+    """Say whether the record stock TVM compiles (``top``: the lowest mean) is the incumbent."""
     if not top or is_failure(top[0]):
         return None
     if trace_key(top[0].trace) == incumbent_key:

@@ -40,7 +40,14 @@ if _site.install():
 import pytest
 import tvm
 from tvm import te
+from tvm.s_tir.meta_schedule.search_strategy import EvolutionarySearch
 from tvm.s_tir.meta_schedule.testing import te_workload
+
+# The tests check what the tuning does, not how good its kernels are: every EvolutionarySearch of
+# the test run (TVM's "evolutionary", droplet's exploration, the bench's, the relax and ONNX
+# tunings) evolves a population of 64 for 2 generations, not TVM's 512 for 4, unless a test
+# says otherwise.
+EvolutionarySearch.__init__.__kwdefaults__.update(population_size=64, genetic_num_iters=2)
 
 
 def host_target(num_cores: int = 2) -> tvm.target.Target:
