@@ -34,17 +34,43 @@ import tvm
 import tvm_ffi
 from tvm.s_tir.schedule import Instruction, Trace
 
-__all__ = ["Move", "canonical_json", "moves", "trace_key"]
+__all__ = ["Change", "Move", "apply_change", "canonical_json", "moves", "trace_key"]
 
 _PARALLEL = "meta_schedule.parallel"
 
 
 @dataclass(frozen=True)
+class Change:
+    """One coordinate's new value: instruction ``index`` of a trace gets ``value``.
+
+    ``value`` is a decision (tile factors, a categorical index, a compute location) or, with
+    ``annotation``, the value of a ``meta_schedule.parallel`` annotation.
+    """
+
+    index: int
+    value: Any
+    annotation: bool = False
+
+
+@dataclass(frozen=True)
 class Move:
-    """One neighbouring trace: ``label`` says which coordinate changed and how."""
+    """One neighbouring trace: ``label`` says which coordinate changed and how, ``change`` what."""
 
     label: str
     trace: Trace
+    change: Change
+
+
+def apply_change(trace: Trace, change: Change) -> Trace:
+    """A copy of ``trace`` (postprocs removed) with one more coordinate changed.
+
+    Moves keep the instructions of a trace, only decisions and annotation values differ, so the
+    ``Change`` of one neighbour applies to another neighbour of the same incumbent: that is how
+    two moves combine. Not validated here: replay the result.
+    """
+    if change.annotation:
+        return _with_input(trace, change.index, int(change.value))
+    return trace.with_decision(trace.insts[change.index], change.value, remove_postproc=True)
 
 
 def canonical_json(trace: Trace) -> Any:
@@ -126,20 +152,22 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
             tiles = [int(x) for x in decision]
             max_innermost = int(inst.attrs[1])
             for label, new in _tile_moves(k, tiles, max_innermost, step):
-                out.append(Move(label, trace.with_decision(inst, new, remove_postproc=True)))
+                new_trace = trace.with_decision(inst, new, remove_postproc=True)
+                out.append(Move(label, new_trace, Change(k, new)))
         elif name == "SampleCategorical" and decision is not None:
             n_cand = len(inst.attrs[0])
             for sign in (-1, 1):
                 idx = int(decision) + sign * step
                 if 0 <= idx < n_cand:
                     new_trace = trace.with_decision(inst, idx, remove_postproc=True)
-                    out.append(Move(f"categorical#{k}{sign * step:+d}", new_trace))
+                    out.append(Move(f"categorical#{k}{sign * step:+d}", new_trace, Change(k, idx)))
         elif name == "SampleComputeLocation" and decision is not None:
             for sign in (-1, 1):
                 loc = int(decision) + sign * step
                 if loc >= -2:  # -2: inline, -1: root, >= 0: loop index
                     new_trace = trace.with_decision(inst, loc, remove_postproc=True)
-                    out.append(Move(f"compute_location#{k}{sign * step:+d}", new_trace))
+                    label = f"compute_location#{k}{sign * step:+d}"
+                    out.append(Move(label, new_trace, Change(k, loc)))
         elif name == "Annotate" and str(inst.attrs[0]) == _PARALLEL:
             value = inst.inputs[1]
             if not isinstance(value, tvm.tirx.IntImm):
@@ -147,7 +175,13 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
             cur = int(value)
             for label, new in (("x", cur << step), ("/", cur >> step)):
                 if 1 <= new <= max_parallel_extent and new != cur:
-                    out.append(Move(f"parallel#{k}{label}{1 << step}", _with_input(trace, k, new)))
+                    out.append(
+                        Move(
+                            f"parallel#{k}{label}{1 << step}",
+                            _with_input(trace, k, new),
+                            Change(k, new, annotation=True),
+                        )
+                    )
         elif decision is not None:
             continue  # another sampling instruction: not a coordinate (yet)
     return out

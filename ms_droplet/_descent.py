@@ -36,7 +36,9 @@ One round works like this:
   ``speculate``, the challenger's own neighbours (compared with the challenger if it is confirmed);
 * without ranking, when all neighbours of a step were measured without a move the step widens up
   to ``max_step``; after a move the step resets to 1 around the new incumbent;
-* when no unmeasured neighbour is left, the descent has converged.
+* with ``combine``, when no unmeasured neighbour is left, pairs of the incumbent's best measured
+  moves (two coordinates changed at once) are tried, once per incumbent;
+* when no unmeasured neighbour (or pair) is left, the descent has converged.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ class Descent(Generic[P]):
     fill : bool
         Without ranking, when a confirmation would travel with free slots and the step's
         neighbours are all measured, measure the next step's neighbours meanwhile.
+    combine : Callable[[P, Sequence[Neighbour]], Iterable[Neighbour]], optional
+        ``combine(point, moves)`` lists the points that apply two of ``moves`` (neighbours of
+        ``point``, best first) at once. With it, a descent whose neighbourhood is exhausted
+        tries such pairs of the incumbent's ``combine_best`` best measured neighbours (ranked
+        like neighbours) before it converges: interactions one-coordinate moves cannot see.
+    combine_best : int
+        How many of the incumbent's best measured neighbours ``combine`` pairs up (>= 2).
     """
 
     def __init__(
@@ -135,6 +144,8 @@ class Descent(Generic[P]):
         speculate: bool = False,
         fill: bool = False,
         confirm_slots: int = 1,
+        combine: Callable[[Any, Sequence[Neighbour]], Iterable[Neighbour]] | None = None,
+        combine_best: int = 8,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -160,6 +171,13 @@ class Descent(Generic[P]):
         if confirm_slots < 1:
             raise ValueError(f"confirm_slots must be >= 1, got {confirm_slots!r}")
         self._confirm_slots = confirm_slots
+        if combine_best < 2:
+            raise ValueError(f"combine_best must be >= 2, got {combine_best!r}")
+        self._combine = combine
+        self._combine_best = combine_best
+        self._combined: set[Hashable] = set()  # incumbents whose pairs were loaded
+        self._around: dict[Hashable, Neighbour] = {}  # neighbours loaded around the incumbent
+        self._spec_around: dict[Hashable, Neighbour] = {}  # ... around the top challenger
         self._incumbent = start
         self._seen.add(start.key)
         self._step = 1
@@ -299,6 +317,7 @@ class Descent(Generic[P]):
             else:
                 self._move(nb, cmp, self._queue.steps.get(nb.key, self._step))
                 self._estimates[nb.key] = here + math.log(cmp.ratio)
+                self._around = {}
                 self._recentre([])
                 return
         self._prepare_speculation()
@@ -463,6 +482,7 @@ class Descent(Generic[P]):
         self._move(ch.neighbour, cmp, ch.step)
         here = self._estimates[ch.neighbour.key] = before + math.log(cmp.ratio)
         spec_steps = dict(self._spec.steps) if was_spec_of == ch.neighbour.key else {}
+        spec_around = self._spec_around if was_spec_of == ch.neighbour.key else {}
         # Speculative neighbours of the new incumbent were measured in this batch: compare them
         # with its confirmation samples, the only samples of it in this batch.
         found = []
@@ -473,6 +493,7 @@ class Descent(Generic[P]):
                 if c.significant(self._pvalue) or (not c.testable and c.ratio < 1.0):
                     found.append((c, prop.neighbour, r))
         found.sort(key=lambda t: t[0].ratio)
+        self._around = dict(spec_around)  # _recentre adds the incumbent's unmeasured ones
         pending = []
         for c, nb, r in found[: self._max_challengers]:
             pending.append(_Challenger(nb, r, samples, c, spec_steps.get(nb.key, 1)))
@@ -493,6 +514,7 @@ class Descent(Generic[P]):
         self._challengers = pending
         self._spec = _Queue()
         self._spec_of = None
+        self._spec_around = {}
         self._queue = _Queue()
         self._fill_queue(widen=False)
         # Points measured beside an earlier incumbent that the chained estimates put below the
@@ -527,6 +549,7 @@ class Descent(Generic[P]):
                     step_of[nb.key] = step
         if point is self._incumbent.point:
             self._remembered = list(remembered.values())
+            self._around.update(fresh)
         queue = _Queue(list(fresh.values()), step_of)
         self._rng.shuffle(queue.items)
         if self._rank is not None:
@@ -555,6 +578,7 @@ class Descent(Generic[P]):
         self._spec_of = top.key
         steps = range(1, self._max_step + 1) if self._rank is not None else (1,)
         self._spec = self._load(top.point, steps)
+        self._spec_around = {nb.key: nb for nb in self._spec.items}
 
     def _fill_queue(self, *, widen: bool) -> None:
         """Load the unmeasured neighbours, widening (without ranking) while there are none."""
@@ -565,7 +589,7 @@ class Descent(Generic[P]):
                 if self._queue.items:
                     return
             if not self._challengers:
-                self._finish(f"no unmeasured neighbour up to step {self._max_step}")
+                self._exhausted(f"no unmeasured neighbour up to step {self._max_step}")
             return
         if widen:
             self._step += 1
@@ -581,7 +605,39 @@ class Descent(Generic[P]):
                 self._emit("widen", message=f"no unvisited neighbour; step -> {self._step}")
         self._step = min(self._step, self._max_step)
         if not self._challengers:
-            self._finish(f"no unvisited neighbour up to step {self._max_step}")
+            self._exhausted(f"no unvisited neighbour up to step {self._max_step}")
+
+    def _exhausted(self, why: str) -> None:
+        """No unmeasured neighbour is left: load pairs of the best moves once, else finish."""
+        if self._combine is not None and self._incumbent.key not in self._combined:
+            self._combined.add(self._incumbent.key)
+            best = self._best_measured()
+            fresh: dict[Hashable, Neighbour] = {}
+            if len(best) >= 2:
+                for pair in self._combine(self._incumbent.point, best):
+                    if pair.key not in self._seen and pair.key not in fresh:
+                        fresh[pair.key] = pair
+            if fresh:
+                self._queue = _Queue(list(fresh.values()), dict.fromkeys(fresh, 1))
+                self._rng.shuffle(self._queue.items)
+                self._rerank(self._queue)
+                self._emit(
+                    "widen",
+                    message=f"{why}; trying {len(fresh)} pair(s) of the {len(best)} best moves",
+                )
+                return
+        self._finish(why)
+
+    def _best_measured(self) -> list[Neighbour]:
+        """The incumbent's measured neighbours with the lowest estimates, best first."""
+        here = self._incumbent.key
+        measured = [
+            (self._estimates[k], nb)
+            for k, nb in self._around.items()
+            if k in self._estimates and k != here
+        ]
+        measured.sort(key=lambda t: t[0])  # stable: ties keep the loading order
+        return [nb for _, nb in measured[: self._combine_best]]
 
     def _finish(self, why: str) -> None:
         self._converged = True

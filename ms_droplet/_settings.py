@@ -47,6 +47,7 @@ def check_settings(
     restart_trials: Any,
     final_trials: Any,
     explore_share: Any,
+    combine_best: Any,
     when_converged: Any,
     evolutionary: dict[str, Any] | None,
 ) -> None:
@@ -71,6 +72,11 @@ def check_settings(
     check_optional_int("max_challengers", max_challengers, 1, optional=False)
     check_optional_int("restart_trials", restart_trials, 1)
     check_optional_int("final_trials", final_trials, 0, optional=False)
+    check_optional_int("combine_best", combine_best, 0, optional=False)
+    if combine_best == 1:
+        raise ValueError(
+            "combine_best must be 0 (no pairs) or >= 2 (a pair needs two moves), got 1"
+        )
     if (
         isinstance(explore_share, bool)
         or not isinstance(explore_share, int | float)

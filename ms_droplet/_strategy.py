@@ -117,6 +117,12 @@ class DropletStrategy(PySearchStrategy):
         fastest on the paired per-round ratios is the task's pick (:attr:`picks`,
         :meth:`picked_database`).
         0: no final batch; the pick is the last descent's incumbent.
+    combine_best : int
+        When a descent has measured every neighbour of its incumbent up to ``max_step``
+        without a move, it tries the pairs of the incumbent's ``combine_best`` best measured
+        neighbours (two coordinates changed at once, e.g. two tile sizes that only pay
+        together), ranked by the cost model, before it converges; once per incumbent.
+        0: no pairs; the descent converges there.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class DropletStrategy(PySearchStrategy):
         restart_trials: int | None = None,
         explore_share: float = 0.0,
         final_trials: int = 16,
+        combine_best: int = 8,
     ) -> None:
         check_settings(
             num_evolutionary_trials=num_evolutionary_trials,
@@ -148,6 +155,7 @@ class DropletStrategy(PySearchStrategy):
             max_challengers=max_challengers,
             restart_trials=restart_trials,
             final_trials=final_trials,
+            combine_best=combine_best,
             explore_share=explore_share,
             when_converged=when_converged,
             evolutionary=evolutionary,
@@ -168,6 +176,7 @@ class DropletStrategy(PySearchStrategy):
         self.restart_trials = restart_trials
         self.explore_share = float(explore_share)
         self.final_trials = final_trials
+        self.combine_best = combine_best
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: RunState | None = None
@@ -237,6 +246,7 @@ class DropletStrategy(PySearchStrategy):
             "restart_trials": self.restart_trials,
             "explore_share": self.explore_share,
             "final_trials": self.final_trials,
+            "combine_best": self.combine_best,
         }
 
     def clone(self) -> SearchStrategy:

@@ -18,7 +18,9 @@
 
 The incumbent is the best successfully measured record of the workload not descended from yet;
 its neighbours are the traces one coordinate away (``_decisions.moves``), replayed and
-postprocessed (``_candidates``); with ``rank_neighbours`` the task's cost model orders them.
+postprocessed (``_candidates``); with ``rank_neighbours`` the task's cost model orders them; with
+``combine_best`` two of the incumbent's best measured moves are applied together once its
+neighbourhood is exhausted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._candidates import measure_candidate
-from ._decisions import moves, trace_key
+from ._decisions import Change, apply_change, moves, trace_key
 from ._descent import Descent
 from ._proposals import DescentEvent, Neighbour
 from ._records import is_failure, samples_of
@@ -78,12 +80,31 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     )
     max_par = int(ctx.num_threads) * 16  # MutateParallel's max_jobs_per_core default
 
+    # (the incumbent's key, the neighbour's key) -> the coordinate change between them
+    changes: dict[tuple[str, str], Change] = {}
+
     def neighbours(point: Schedule, step: int) -> list[Neighbour]:
         out = []
+        owner = trace_key(point.trace)
         for mv in moves(point.trace, step, max_parallel_extent=max_par):
             built = run.cache.candidate(mv.trace)
             if built is not None:
+                changes[(owner, built[0])] = mv.change
                 out.append(Neighbour(mv.label, built[1], built[0]))
+        return out
+
+    def combine(point: Schedule, best: list[Neighbour]) -> list[Neighbour]:
+        owner = trace_key(point.trace)
+        known = [(nb, changes[(owner, nb.key)]) for nb in best if (owner, nb.key) in changes]
+        out = []
+        for i, (a, change_a) in enumerate(known):
+            for b, change_b in known[i + 1 :]:
+                if change_a.index == change_b.index:
+                    continue  # the same coordinate twice is a step, not a pair
+                trace = apply_change(apply_change(point.trace, change_a), change_b)
+                built = run.cache.candidate(trace)
+                if built is not None:
+                    out.append(Neighbour(f"{a.coordinate}+{b.coordinate}", built[1], built[0]))
         return out
 
     def on_event(ev: DescentEvent) -> None:
@@ -113,4 +134,6 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         speculate=settings.speculate,
         fill=settings.speculate,
         confirm_slots=2 if settings.control_every is not None else 1,
+        combine=combine if settings.combine_best >= 2 else None,
+        combine_best=max(settings.combine_best, 2),
     )

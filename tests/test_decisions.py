@@ -26,7 +26,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 from tvm.s_tir.schedule import Trace
 
 from ms_droplet._candidates import CandidateCache
-from ms_droplet._decisions import moves, trace_key
+from ms_droplet._decisions import apply_change, moves, trace_key
 from ms_droplet._records import samples_of
 
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
@@ -80,6 +80,25 @@ def test_moves_keep_tiles_perfect_and_change_one_coordinate(matmul_ctx, conv_ctx
             for mv in mvs:
                 assert tile_products_ok(mv.trace, extents), mv.label
                 assert num_differences(base, coordinates(mv.trace)) == 1, mv.label
+
+
+def test_a_moves_change_reproduces_it_and_two_changes_combine(conv_ctx):
+    traces, _ = _traces(conv_ctx, n=1)
+    trace = traces[0]
+    base = coordinates(trace)
+    mvs = moves(trace, 1, max_parallel_extent=32)
+    for mv in mvs:  # every kind of coordinate, annotations included
+        assert trace_key(apply_change(trace, mv.change)) == trace_key(mv.trace), mv.label
+    pairs = [(a, b) for a in mvs for b in mvs if a.change.index < b.change.index]
+    assert pairs, "no two coordinates to combine"
+    for a, b in pairs[:40]:
+        both = apply_change(apply_change(trace, a.change), b.change)
+        assert num_differences(base, coordinates(both)) == 2, (a.label, b.label)
+        assert num_differences(coordinates(a.trace), coordinates(both)) == 1
+        assert num_differences(coordinates(b.trace), coordinates(both)) == 1
+        # the order of the two changes does not matter
+        other = apply_change(apply_change(trace, b.change), a.change)
+        assert trace_key(other) == trace_key(both)
 
 
 def test_coordinate_kinds_cover_the_mutators(conv_ctx):

@@ -152,6 +152,30 @@ def test_descent_candidates_differ_in_one_coordinate(matmul64, target, tmp_path)
     assert checked >= 10
 
 
+def test_pairs_of_moves_extend_a_converged_descent(matmul64, target, tmp_path):
+    # Same seed, same measurements: the run with pairs repeats the run without them until the
+    # neighbourhood is exhausted, then measures pairs of moves before it converges (no final
+    # batch: it would follow the last descent batch in both runs).
+    settings = dict(trials=5000, per_iter=64, max_step=1, when_converged="stop", final_trials=0)
+    db0, _ = _tune(matmul64, target, tmp_path / "a", combine_best=0, **settings)
+    db2, _ = _tune(matmul64, target, tmp_path / "b", combine_best=8, **settings)
+    keys0 = [trace_key(r.trace) for r in db0.get_all_tuning_records()]
+    recs2 = db2.get_all_tuning_records()
+    assert [trace_key(r.trace) for r in recs2[: len(keys0)]] == keys0
+    assert len(recs2) > len(keys0), "no pair was measured"
+    earlier = {trace_key(r.trace): coordinates(r.trace) for r in recs2[: len(keys0)]}
+    pairs = 0
+    for rec in recs2[len(keys0) :]:
+        key, coords = trace_key(rec.trace), coordinates(rec.trace)
+        if key in earlier:
+            continue  # a control or a confirmation
+        diffs = [num_differences(coords, c) for c in earlier.values()]
+        if 2 in diffs and diffs.count(1) >= 2:  # two moves of one incumbent, applied together
+            pairs += 1
+        earlier[key] = coords
+    assert pairs >= 2
+
+
 def test_same_seed_same_candidates_other_seed_differs(matmul64, target, tmp_path):
     _, r1 = _tune(matmul64, target, tmp_path / "a", seed=3, trials=64)
     _, r2 = _tune(matmul64, target, tmp_path / "b", seed=3, trials=64)
