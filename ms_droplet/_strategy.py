@@ -121,8 +121,9 @@ class DropletStrategy(PySearchStrategy):
         When a descent has measured every neighbour of its incumbent up to ``max_step``
         without a move, it tries the pairs of the incumbent's ``combine_best`` best measured
         neighbours (two coordinates changed at once, e.g. two tile sizes that only pay
-        together), ranked by the cost model, before it converges; once per incumbent.
-        0: no pairs; the descent converges there.
+        together), ranked by the cost model, before it converges; once per incumbent (e.g. 8).
+        0 (the default: no effect measured yet beyond the noise): no pairs; the descent
+        converges there.
     """
 
     def __init__(
@@ -143,7 +144,7 @@ class DropletStrategy(PySearchStrategy):
         restart_trials: int | None = None,
         explore_share: float = 0.0,
         final_trials: int = 16,
-        combine_best: int = 8,
+        combine_best: int = 0,
     ) -> None:
         check_settings(
             num_evolutionary_trials=num_evolutionary_trials,
