@@ -144,7 +144,7 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
     moves : list[Move]
         The neighbouring traces, postprocs removed. They are not validated here: replay them.
     """
-    out: list[Move] = []
+    changes: list[tuple[str, Change]] = []
     for k, inst in enumerate(trace.insts):
         name = inst.kind.name
         decision = trace.get_decision(inst)
@@ -152,22 +152,18 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
             tiles = [int(x) for x in decision]
             max_innermost = int(inst.attrs[1])
             for label, new in _tile_moves(k, tiles, max_innermost, step):
-                new_trace = trace.with_decision(inst, new, remove_postproc=True)
-                out.append(Move(label, new_trace, Change(k, new)))
+                changes.append((label, Change(k, new)))
         elif name == "SampleCategorical" and decision is not None:
             n_cand = len(inst.attrs[0])
             for sign in (-1, 1):
                 idx = int(decision) + sign * step
                 if 0 <= idx < n_cand:
-                    new_trace = trace.with_decision(inst, idx, remove_postproc=True)
-                    out.append(Move(f"categorical#{k}{sign * step:+d}", new_trace, Change(k, idx)))
+                    changes.append((f"categorical#{k}{sign * step:+d}", Change(k, idx)))
         elif name == "SampleComputeLocation" and decision is not None:
             for sign in (-1, 1):
                 loc = int(decision) + sign * step
                 if loc >= -2:  # -2: inline, -1: root, >= 0: loop index
-                    new_trace = trace.with_decision(inst, loc, remove_postproc=True)
-                    label = f"compute_location#{k}{sign * step:+d}"
-                    out.append(Move(label, new_trace, Change(k, loc)))
+                    changes.append((f"compute_location#{k}{sign * step:+d}", Change(k, loc)))
         elif name == "Annotate" and str(inst.attrs[0]) == _PARALLEL:
             value = inst.inputs[1]
             if not isinstance(value, tvm.tirx.IntImm):
@@ -175,16 +171,11 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
             cur = int(value)
             for label, new in (("x", cur << step), ("/", cur >> step)):
                 if 1 <= new <= max_parallel_extent and new != cur:
-                    out.append(
-                        Move(
-                            f"parallel#{k}{label}{1 << step}",
-                            _with_input(trace, k, new),
-                            Change(k, new, annotation=True),
-                        )
-                    )
+                    change = Change(k, new, annotation=True)
+                    changes.append((f"parallel#{k}{label}{1 << step}", change))
         elif decision is not None:
             continue  # another sampling instruction: not a coordinate (yet)
-    return out
+    return [Move(label, apply_change(trace, change), change) for label, change in changes]
 
 
 def _with_input(trace: Trace, index: int, value: int) -> Trace:
