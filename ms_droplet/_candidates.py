@@ -45,8 +45,10 @@ class CandidateCache:
 
     ``seen`` holds the trace keys measured or known to be invalid: the one set that says "do
     not measure this" (the descent adds to this very set); ``invalid`` is the invalid part of
-    it; ``modules`` holds structural hashes of the postprocessed modules seen in this run (two
-    traces that give the same schedule are one candidate).
+    it; ``modules`` maps the structural hash of every postprocessed module built in this run
+    to the trace that built it first (two traces that give the same schedule are one
+    candidate; the same trace built again, e.g. a speculative neighbour of a challenger that
+    becomes the incumbent, is the same candidate, not a duplicate).
     """
 
     mod: IRModule
@@ -54,7 +56,7 @@ class CandidateCache:
     seed: int
     seen: set[str] = field(default_factory=set)
     invalid: set[str] = field(default_factory=set)
-    modules: set[int] = field(default_factory=set)
+    modules: dict[int, str] = field(default_factory=dict)
 
     def load(self, database: Database, workload: Workload) -> list[TuningRecord]:
         """Mark every record of ``workload`` in ``database`` as seen; return them."""
@@ -80,11 +82,16 @@ class CandidateCache:
             return None
         return sch
 
-    def candidate(self, trace: Trace) -> tuple[str, Schedule] | None:
+    def candidate(self, trace: Trace, *, claim: bool = True) -> tuple[str, Schedule] | None:
         """Build a new candidate from ``trace``: (its key, its schedule), or None.
 
-        None means the trace is invalid, was measured already, gives a schedule already seen in
-        this run, or its replay changed another decision too (not a one-coordinate move).
+        None means the trace is invalid, was measured already, gives the schedule of another
+        trace measured already, or its replay changed another decision too (not a
+        one-coordinate move). A trace built before and not measured yet is built again; a trace
+        whose schedule another unmeasured trace built first gets that trace's key (one
+        schedule, one candidate: measuring either counts for both).
+        ``claim=False`` builds without remembering the schedule (a candidate that may not be
+        proposed, e.g. one of many ranked before a few are kept): :meth:`claim` it if kept.
         """
         requested = trace_key(trace)
         if requested in self.seen:
@@ -99,16 +106,24 @@ class CandidateCache:
             # exists after a tile move): this is not a one-coordinate move, skip it.
             self._reject(requested)
             return None
-        mhash = tvm_ffi.structural_hash(sch.mod)
-        if mhash in self.modules:
-            self._reject(requested)  # a schedule already seen: nothing new to measure
-            return None
-        self.modules.add(mhash)
+        owner = self.modules.get(tvm_ffi.structural_hash(sch.mod), key)
+        if owner != key:
+            if owner in self.seen:
+                self._reject(requested)  # a schedule measured already: nothing new to measure
+                return None
+            key = owner  # another trace built this schedule: the same candidate, one key
+        if claim:
+            self.claim(sch, key)
         return key, sch
 
-    def add_module(self, sch: Schedule) -> None:
-        """Remember a schedule's module (the incumbent) so that duplicates of it are skipped."""
-        self.modules.add(tvm_ffi.structural_hash(sch.mod))
+    def claim(self, sch: Schedule, key: str | None = None) -> bool:
+        """Remember a schedule (a kept candidate, the incumbent) so that duplicates are skipped.
+
+        ``key`` is the candidate's key (default: its trace's). False if a trace with another
+        key built the same schedule already: a kept candidate is then dropped.
+        """
+        key = trace_key(sch.trace) if key is None else key
+        return self.modules.setdefault(tvm_ffi.structural_hash(sch.mod), key) == key
 
 
 def measure_candidate(sch: Schedule) -> MeasureCandidate:

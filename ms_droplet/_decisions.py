@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,15 @@ import tvm
 import tvm_ffi
 from tvm.s_tir.schedule import Instruction, Trace
 
-__all__ = ["Change", "Move", "apply_change", "canonical_json", "moves", "trace_key"]
+__all__ = [
+    "Change",
+    "Move",
+    "apply_change",
+    "canonical_json",
+    "moves",
+    "retilings",
+    "trace_key",
+]
 
 _PARALLEL = "meta_schedule.parallel"
 
@@ -125,6 +134,59 @@ def _tile_moves(k: int, tiles: list[int], max_innermost: int, step: int) -> Iter
             if max_innermost > 0 and new[-1] > max_innermost:
                 continue
             yield f"tile#{k}[{i}->{j}]x{d}", new
+
+
+def _tilings(extent: int, n: int, max_innermost: int) -> list[tuple[int, ...]]:
+    """Every ordered factorisation of ``extent`` into ``n`` factors (innermost bounded)."""
+    if n == 1:
+        return [(extent,)] if max_innermost <= 0 or extent <= max_innermost else []
+    out = []
+    for d in [1, *_divisors(extent)]:
+        out.extend((d, *rest) for rest in _tilings(extent // d, n - 1, max_innermost))
+    return out
+
+
+def retilings(trace: Trace, *, limit: int, seed: int) -> list[Move]:
+    """List the traces whose tiling of one loop is re-partitioned in any perfect way.
+
+    A step move (:func:`moves`) shifts one divisor between two factors; a retiling replaces the
+    whole ``SamplePerfectTile`` decision by another perfect tiling of the same extent (the
+    innermost factor bounded as the instruction asks), so a loop can jump to a distant tiling
+    in one move. The tilings of each decision are all listed, or, when there are more than
+    ``limit``, ``limit`` of them drawn with ``seed``. Meant to be ranked by a cost model: there
+    are hundreds (220 for a 4-level tiling of 512).
+
+    Parameters
+    ----------
+    trace : Trace
+        The incumbent's trace.
+    limit : int
+        Most tilings listed per tile decision.
+    seed : int
+        Seed of the draw when a decision has more than ``limit`` tilings.
+
+    Returns
+    -------
+    moves : list[Move]
+        The retiled traces, postprocs removed, not validated: replay them.
+    """
+    out = []
+    for k, inst in enumerate(trace.insts):
+        decision = trace.get_decision(inst)
+        if inst.kind.name != "SamplePerfectTile" or decision is None:
+            continue
+        tiles = tuple(int(x) for x in decision)
+        extent = 1
+        for t in tiles:
+            extent *= t
+        options = [t for t in _tilings(extent, len(tiles), int(inst.attrs[1])) if t != tiles]
+        if len(options) > limit:
+            options = random.Random(f"{seed}:{k}").sample(options, limit)
+        for new in options:
+            label = f"retile#{k}({','.join(str(x) for x in new)})"
+            change = Change(k, list(new))
+            out.append(Move(label, apply_change(trace, change), change))
+    return out
 
 
 def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:

@@ -48,6 +48,7 @@ def check_settings(
     final_trials: Any,
     explore_share: Any,
     combine_best: Any,
+    retile: Any,
     when_converged: Any,
     evolutionary: dict[str, Any] | None,
 ) -> None:
@@ -77,6 +78,7 @@ def check_settings(
         raise ValueError(
             "combine_best must be 0 (no pairs) or >= 2 (a pair needs two moves), got 1"
         )
+    check_optional_int("retile", retile, 0, optional=False)
     if (
         isinstance(explore_share, bool)
         or not isinstance(explore_share, int | float)

@@ -124,6 +124,12 @@ class DropletStrategy(PySearchStrategy):
         together), ranked by the cost model, before it converges; once per incumbent (e.g. 8).
         0 (the default: no effect measured yet beyond the noise): no pairs; the descent
         converges there.
+    retile : int
+        With ``rank_neighbours`` and a cost model: the neighbourhood of every incumbent also
+        gets the ``retile`` re-partitions of a whole tile decision (any perfect tiling of one
+        loop, e.g. (1, 32, 16, 1) -> (4, 1, 64, 2), where a step moves one divisor) that the
+        cost model ranks best among up to 64 per tile decision, so that a loop can jump to a
+        distant tiling in one move (e.g. 16). 0 (the default): step moves only.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class DropletStrategy(PySearchStrategy):
         explore_share: float = 0.0,
         final_trials: int = 16,
         combine_best: int = 0,
+        retile: int = 0,
     ) -> None:
         check_settings(
             num_evolutionary_trials=num_evolutionary_trials,
@@ -157,6 +164,7 @@ class DropletStrategy(PySearchStrategy):
             restart_trials=restart_trials,
             final_trials=final_trials,
             combine_best=combine_best,
+            retile=retile,
             explore_share=explore_share,
             when_converged=when_converged,
             evolutionary=evolutionary,
@@ -178,6 +186,7 @@ class DropletStrategy(PySearchStrategy):
         self.explore_share = float(explore_share)
         self.final_trials = final_trials
         self.combine_best = combine_best
+        self.retile = retile
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: RunState | None = None
@@ -248,6 +257,7 @@ class DropletStrategy(PySearchStrategy):
             "explore_share": self.explore_share,
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
+            "retile": self.retile,
         }
 
     def clone(self) -> SearchStrategy:
@@ -437,6 +447,8 @@ class DropletStrategy(PySearchStrategy):
                     continue
             assert run.descent is not None
             batch_cap = min(run.num_trials_per_iter, spend)
+            if spend - batch_cap == 1 and batch_cap > 2:
+                batch_cap -= 1  # leave two trials, not one: a batch needs a control beside it
             if batch_cap < 2:
                 self._to_final(run)
                 continue
@@ -480,7 +492,7 @@ class DropletStrategy(PySearchStrategy):
             return
         run.offered = {trace_key(cand.sch.trace): cand for cand in cands}
         for cand in run.offered.values():
-            run.cache.add_module(cand.sch)
+            run.cache.claim(cand.sch)
         run.descent.offer(
             Neighbour("evolutionary", cand.sch, key) for key, cand in run.offered.items()
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._candidates import measure_candidate
-from ._decisions import Change, apply_change, moves, trace_key
+from ._decisions import Change, apply_change, moves, retilings, trace_key
 from ._descent import Descent
 from ._proposals import DescentEvent, Neighbour
 from ._records import is_failure, samples_of
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from ._run_state import RunState
 
 __all__ = ["start_descent"]
+
+# Retilings listed per tile decision before the cost model keeps the best ``retile`` of them.
+_RETILINGS_PER_DECISION = 64
 
 
 def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | None:
@@ -65,7 +68,7 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         )
         return None
     rec, sch = start
-    run.cache.add_module(sch)
+    run.cache.claim(sch)
     key = trace_key(sch.trace)
     run.cache.seen.add(key)
     run.descended.add(key)
@@ -80,6 +83,14 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     )
     max_par = int(ctx.num_threads) * 16  # MutateParallel's max_jobs_per_core default
 
+    rank = None
+    if settings.rank_neighbours and run.cost_model is not None:
+        cost_model = run.cost_model
+
+        def rank(nbs: list[Neighbour]) -> list[float]:
+            cands = [measure_candidate(nb.point) for nb in nbs]
+            return [float(x) for x in cost_model.predict(ctx, cands)]
+
     # (the incumbent's key, the neighbour's key) -> the coordinate change between them
     changes: dict[tuple[str, str], Change] = {}
 
@@ -91,6 +102,33 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
             if built is not None:
                 changes[(owner, built[0])] = mv.change
                 out.append(Neighbour(mv.label, built[1], built[0]))
+        if step == settings.max_step and settings.retile > 0 and rank is not None:
+            if owner not in retiled_of:
+                retiled_of[owner] = retiled(point, owner, rank)
+            out.extend(retiled_of[owner])
+        return out
+
+    # the incumbent's key -> its retilings kept (computed once per point, after its step moves)
+    retiled_of: dict[str, list[Neighbour]] = {}
+
+    def retiled(point: Schedule, owner: str, rank: Any) -> list[Neighbour]:
+        """The ``settings.retile`` retilings of ``point`` the cost model ranks best."""
+        built = []
+        seed = run.cache.seed + int(owner[:8], 16)
+        for mv in retilings(point.trace, limit=_RETILINGS_PER_DECISION, seed=seed):
+            cand = run.cache.candidate(mv.trace, claim=False)
+            if cand is not None and (owner, cand[0]) not in changes:  # not a step move
+                built.append((Neighbour(mv.label, cand[1], cand[0]), mv.change))
+        if not built:
+            return []
+        scores = rank([nb for nb, _ in built])
+        order = sorted(range(len(built)), key=lambda i: -scores[i])  # stable: ties keep order
+        out = []
+        for i in order[: settings.retile]:
+            nb, change = built[i]
+            if run.cache.claim(nb.point, nb.key):
+                changes[(owner, nb.key)] = change
+                out.append(nb)
         return out
 
     def combine(point: Schedule, best: list[Neighbour]) -> list[Neighbour]:
@@ -109,14 +147,6 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
 
     def on_event(ev: DescentEvent) -> None:
         log_event(run.logger, ev)
-
-    rank = None
-    if settings.rank_neighbours and run.cost_model is not None:
-        cost_model = run.cost_model
-
-        def rank(nbs) -> list[float]:
-            cands = [measure_candidate(nb.point) for nb in nbs]
-            return [float(x) for x in cost_model.predict(ctx, cands)]
 
     return Descent(
         Neighbour("start", sch, key),

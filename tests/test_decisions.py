@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import pytest
+import tvm_ffi
 from tvm import te
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
@@ -26,7 +27,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 from tvm.s_tir.schedule import Trace
 
 from ms_droplet._candidates import CandidateCache
-from ms_droplet._decisions import apply_change, moves, trace_key
+from ms_droplet._decisions import apply_change, moves, retilings, trace_key
 from ms_droplet._records import samples_of
 
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
@@ -101,6 +102,52 @@ def test_a_moves_change_reproduces_it_and_two_changes_combine(conv_ctx):
         assert trace_key(other) == trace_key(both)
 
 
+def test_retilings_reach_every_perfect_tiling_of_one_loop(matmul_ctx, conv_ctx):
+    for ctx in (matmul_ctx, conv_ctx):
+        traces, _ = _traces(ctx, n=2)
+        for trace in traces:
+            extents = tile_extents(trace)
+            base = coordinates(trace)
+            near = {
+                trace_key(mv.trace)
+                for s in (1, 2, 3)
+                for mv in moves(trace, s, max_parallel_extent=32)
+            }
+            listed = retilings(trace, limit=10_000, seed=1)
+            assert len({trace_key(mv.trace) for mv in listed}) == len(listed)  # no repeats
+            for mv in listed:
+                assert tile_products_ok(mv.trace, extents), mv.label
+                assert num_differences(base, coordinates(mv.trace)) == 1, mv.label
+                assert trace_key(apply_change(trace, mv.change)) == trace_key(mv.trace)
+            far = [mv for mv in listed if trace_key(mv.trace) not in near]
+            assert far, "every retiling is a step move: nothing new"
+            # each tile decision gets every ordered factorisation of its extent but its own
+            spt = [i for i in trace.insts if i.kind.name == "SamplePerfectTile"]
+            for inst in spt:
+                k = list(trace.insts).index(inst)
+                tiles = [int(x) for x in trace.get_decision(inst)]
+                mine = [mv for mv in listed if mv.change.index == k]
+                if len(tiles) == 2 and int(inst.attrs[1]) <= 0:
+                    extent = tiles[0] * tiles[1]
+                    assert len(mine) == sum(extent % d == 0 for d in range(1, extent + 1)) - 1
+                assert all(mv.change.value != tiles for mv in mine)
+
+
+def test_retilings_draw_at_most_limit_per_loop_from_the_seed(matmul_ctx):
+    traces, _ = _traces(matmul_ctx, n=1)
+    trace = traces[0]
+    every = retilings(trace, limit=10_000, seed=1)
+    per_loop = {}
+    for mv in every:
+        per_loop[mv.change.index] = per_loop.get(mv.change.index, 0) + 1
+    assert max(per_loop.values()) > 5
+    drawn = retilings(trace, limit=5, seed=1)
+    assert all(sum(mv.change.index == k for mv in drawn) == min(5, n) for k, n in per_loop.items())
+    assert [mv.label for mv in drawn] == [mv.label for mv in retilings(trace, limit=5, seed=1)]
+    assert [mv.label for mv in drawn] != [mv.label for mv in retilings(trace, limit=5, seed=2)]
+    assert {mv.label for mv in drawn} <= {mv.label for mv in every}
+
+
 def test_coordinate_kinds_cover_the_mutators(conv_ctx):
     traces, _ = _traces(conv_ctx)
     labels = {
@@ -115,7 +162,7 @@ def test_coordinate_kinds_cover_the_mutators(conv_ctx):
 def test_candidates_are_replayed_with_postprocs_and_deduplicated(matmul_ctx):
     traces, cache = _traces(matmul_ctx, n=1)
     start = cache.replay(traces[0])
-    cache.add_module(start)
+    cache.claim(start)
     cache.seen.add(trace_key(start.trace))
     built = [cache.candidate(mv.trace) for mv in moves(start.trace, 1, max_parallel_extent=32)]
     fresh = [b for b in built if b is not None]
@@ -126,9 +173,36 @@ def test_candidates_are_replayed_with_postprocs_and_deduplicated(matmul_ctx):
         assert key != trace_key(start.trace)
         insts = [i.kind.name for i in sch.trace.insts]
         assert "EnterPostproc" in insts  # postprocs ran on the candidate
-    # Asking again gives nothing new: everything is remembered.
+    # Asking again before they are measured gives the same candidates (a challenger's
+    # speculative neighbours are its neighbours again once it is the incumbent) ...
+    again = [cache.candidate(mv.trace) for mv in moves(start.trace, 1, max_parallel_extent=32)]
+    assert [b[0] for b in again if b is not None] == keys
+    # ... and nothing once they are measured.
+    cache.seen.update(keys)
     again = [cache.candidate(mv.trace) for mv in moves(start.trace, 1, max_parallel_extent=32)]
     assert all(b is None for b in again)
+
+
+def test_one_schedule_is_one_candidate_whichever_trace_builds_it(matmul_ctx):
+    traces, cache = _traces(matmul_ctx, n=1)
+    start = cache.replay(traces[0])
+    cache.claim(start)
+    cache.seen.add(trace_key(start.trace))  # the incumbent: measured
+    built = [
+        (mv, cache.candidate(mv.trace)) for mv in moves(start.trace, 1, max_parallel_extent=32)
+    ]
+    mv, (key, sch) = next((mv, b) for mv, b in built if b is not None)
+    assert key == trace_key(mv.trace)
+    # Another trace that gives the same schedule (here: the claim of a made-up trace key on
+    # this module) takes the key of the trace that built it first while that one is unmeasured
+    # ... (a schedule is measured once, under one key)
+    cache.modules[tvm_ffi.structural_hash(sch.mod)] = "first"
+    assert cache.candidate(mv.trace)[0] == "first"
+    assert not cache.claim(sch, key) and cache.claim(sch, "first")
+    # ... and is rejected once that one was measured.
+    cache.seen.add("first")
+    assert cache.candidate(mv.trace) is None
+    assert key in cache.invalid
 
 
 def test_invalid_trace_is_remembered_not_raised(matmul_ctx):
@@ -136,12 +210,17 @@ def test_invalid_trace_is_remembered_not_raised(matmul_ctx):
     trace = traces[0]
     spt = next(i for i in trace.insts if i.kind.name == "SamplePerfectTile")
     # A decision whose innermost factor breaks the limit is rejected by replay or postprocs or
-    # fixed up by SamplePerfectTile; either way it is never returned twice.
+    # fixed up by SamplePerfectTile; either way it is never measured twice: rejected for good,
+    # or one candidate (one key) until it is measured.
     bad = trace.with_decision(spt, [1, 1, 1, 64], remove_postproc=True)
     first = cache.candidate(bad)
-    assert cache.candidate(bad) is None
     if first is None:
+        assert cache.candidate(bad) is None
         assert trace_key(bad) in cache.invalid
+    else:
+        assert cache.candidate(bad)[0] == first[0]
+        cache.seen.add(first[0])
+        assert cache.candidate(bad) is None
 
 
 def test_trace_key_is_stable_across_json_round_trip(matmul_ctx):

@@ -77,6 +77,9 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"max_control_failures": 0}, ValueError, "max_control_failures"),
         ({"evolutionary": {"populaton_size": 8}}, TypeError, "populaton_size"),
         ({"p_value": 0.05}, TypeError, "p_value"),
+        ({"combine_best": 1}, ValueError, "combine_best"),
+        ({"retile": -1}, ValueError, "retile"),
+        ({"retile": 2.5}, ValueError, "retile"),
     ],
 )
 def test_bad_settings_are_rejected_with_their_name(kwargs, exc, match):

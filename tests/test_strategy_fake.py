@@ -35,7 +35,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
-from ms_droplet._decisions import trace_key
+from ms_droplet._candidates import CandidateCache
+from ms_droplet._decisions import moves, trace_key
 from ms_droplet._records import samples_of, scheduled_module
 
 from ._fakes import HashBuilder, LandscapeRunner
@@ -174,6 +175,76 @@ def test_pairs_of_moves_extend_a_converged_descent(matmul64, target, tmp_path):
             pairs += 1
         earlier[key] = coords
     assert pairs >= 2
+
+
+def _unmeasured_neighbours(db, strategy, mod, target, max_step):
+    """The valid neighbours (steps 1..max_step) of the strategy's pick not in ``db``."""
+    (pick,) = strategy.picks
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply")
+    cache = CandidateCache(ctx.mod, list(ctx.space_generator.postprocs), 1)
+    start = cache.replay(pick.trace)
+    cache.claim(start)
+    measured = {trace_key(r.trace) for r in db.get_all_tuning_records()}
+    hashes = {_module_hash(mod, r.trace) for r in db.get_all_tuning_records()}
+    missing, valid = [], 0
+    for step in range(1, max_step + 1):
+        for mv in moves(start.trace, step, max_parallel_extent=32):
+            built = cache.candidate(mv.trace)
+            if built is None:
+                continue
+            valid += 1
+            if built[0] not in measured and tvm_ffi.structural_hash(built[1].mod) not in hashes:
+                missing.append(mv.label)
+    return missing, valid
+
+
+@pytest.mark.parametrize("retile", [0, 4])
+def test_a_converged_descent_measured_its_incumbents_whole_neighbourhood(
+    matmul64, target, tmp_path, retile
+):
+    # "Converged: no unmeasured neighbour" must be true of the last incumbent, also after moves
+    # whose speculative batches built part of its neighbourhood before it was the incumbent.
+    strategies = []
+    db, _ = _tune(
+        matmul64,
+        target,
+        tmp_path,
+        trials=5000,
+        per_iter=16,
+        max_step=2,
+        when_converged="stop",
+        final_trials=0,
+        strategies=strategies,
+        retile=retile,
+    )
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "Droplet: move along" in log, "no move: nothing to check"
+    assert "converged: no unmeasured neighbour up to step 2" in log
+    missing, valid = _unmeasured_neighbours(db, strategies[0], matmul64, target, 2)
+    assert valid >= 10
+    assert not missing, f"{len(missing)} of {valid} neighbours never measured: {missing[:5]}"
+    # A step move changes two factors of one tiling; a retiling may change three or four: count
+    # the descent's records that are a retiling of an earlier record and no step from any.
+    records = db.get_all_tuning_records()
+    coords = [coordinates(r.trace) for r in records]
+
+    def changed_factors(a, b):
+        if a.keys() != b.keys():
+            return None  # another sketch
+        diff = [k for k in a if a[k] != b[k]]
+        if len(diff) != 1:
+            return None
+        x, y = a[diff[0]], b[diff[0]]
+        return sum(u != v for u, v in zip(x, y, strict=True)) if isinstance(x, tuple) else 1
+
+    retiled = 0
+    for i in range(16, len(records)):  # the descent's records
+        changed = [changed_factors(coords[i], c) for c in coords[:i]]
+        if any(n is not None and n > 2 for n in changed) and not any(
+            n is not None and n <= 2 for n in changed
+        ):
+            retiled += 1
+    assert (retiled > 0) == (retile > 0), retiled
 
 
 def test_same_seed_same_candidates_other_seed_differs(matmul64, target, tmp_path):
