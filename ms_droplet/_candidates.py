@@ -46,9 +46,9 @@ class CandidateCache:
     ``seen`` holds the trace keys measured or known to be invalid: the one set that says "do
     not measure this" (the descent adds to this very set); ``invalid`` is the invalid part of
     it; ``modules`` maps the structural hash of every postprocessed module built in this run
-    to the trace that built it first (two traces that give the same schedule are one
-    candidate; the same trace built again, e.g. a speculative neighbour of a challenger that
-    becomes the incumbent, is the same candidate, not a duplicate).
+    to the key and trace of the trace that built it first (two traces that give the same
+    schedule are one candidate; the same trace built again, e.g. a speculative neighbour of a
+    challenger that becomes the incumbent, is the same candidate, not a duplicate).
     """
 
     mod: IRModule
@@ -56,7 +56,7 @@ class CandidateCache:
     seed: int
     seen: set[str] = field(default_factory=set)
     invalid: set[str] = field(default_factory=set)
-    modules: dict[int, str] = field(default_factory=dict)
+    modules: dict[int, tuple[str, Trace]] = field(default_factory=dict)
 
     def load(self, database: Database, workload: Workload) -> list[TuningRecord]:
         """Mark every record of ``workload`` in ``database`` as seen; return them."""
@@ -88,8 +88,8 @@ class CandidateCache:
         None means the trace is invalid, was measured already, gives the schedule of another
         trace measured already, or its replay changed another decision too (not a
         one-coordinate move). A trace built before and not measured yet is built again; a trace
-        whose schedule another unmeasured trace built first gets that trace's key (one
-        schedule, one candidate: measuring either counts for both).
+        whose schedule another unmeasured trace built first gives that trace's candidate (one
+        schedule, one candidate, its key the trace key of the schedule that is measured).
         ``claim=False`` builds without remembering the schedule (a candidate that may not be
         proposed, e.g. one of many ranked before a few are kept): :meth:`claim` it if kept.
         """
@@ -106,24 +106,26 @@ class CandidateCache:
             # exists after a tile move): this is not a one-coordinate move, skip it.
             self._reject(requested)
             return None
-        owner = self.modules.get(tvm_ffi.structural_hash(sch.mod), key)
-        if owner != key:
-            if owner in self.seen:
+        owner = self.modules.get(tvm_ffi.structural_hash(sch.mod))
+        if owner is not None and owner[0] != key:
+            first = None if owner[0] in self.seen else self.replay(owner[1])
+            if first is None:
                 self._reject(requested)  # a schedule measured already: nothing new to measure
                 return None
-            key = owner  # another trace built this schedule: the same candidate, one key
+            key, sch = owner[0], first  # another trace built this schedule first: that one
         if claim:
-            self.claim(sch, key)
+            self.claim(sch)
         return key, sch
 
-    def claim(self, sch: Schedule, key: str | None = None) -> bool:
+    def claim(self, sch: Schedule) -> bool:
         """Remember a schedule (a kept candidate, the incumbent) so that duplicates are skipped.
 
-        ``key`` is the candidate's key (default: its trace's). False if a trace with another
-        key built the same schedule already: a kept candidate is then dropped.
+        False if another trace built the same schedule already: a kept candidate is then
+        dropped.
         """
-        key = trace_key(sch.trace) if key is None else key
-        return self.modules.setdefault(tvm_ffi.structural_hash(sch.mod), key) == key
+        key = trace_key(sch.trace)
+        entry = self.modules.setdefault(tvm_ffi.structural_hash(sch.mod), (key, sch.trace))
+        return entry[0] == key
 
 
 def measure_candidate(sch: Schedule) -> MeasureCandidate:

@@ -126,7 +126,7 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         out = []
         for i in order[: settings.retile]:
             nb, change = built[i]
-            if run.cache.claim(nb.point, nb.key):
+            if run.cache.claim(nb.point):
                 changes[(owner, nb.key)] = change
                 out.append(nb)
         return out
