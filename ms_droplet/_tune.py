@@ -42,6 +42,7 @@ from ._picks import pick_of, write_picks
 from ._records import best_record, find_workload, latency, scheduled_module
 from ._stats import median
 from ._trial_log import TrialLog
+from .bench._report import paired_ratio
 
 __all__ = ["TuneReport", "run_tuning"]
 
@@ -63,6 +64,8 @@ class TuneReport:
     final_ms: float | None = None
     remeasured: dict[str, list[float]] = field(default_factory=dict)
     same_kernel: bool = False  # the final kernel is the exploration's best one
+    # final / after_exploration: median and 95 % CI of the per-round ratios (rotating order)
+    paired: dict[str, Any] | None = None
     curve: list[dict[str, float | None]] = field(default_factory=list)
 
     def _row(self, name: str, ms_: float) -> str:
@@ -96,6 +99,16 @@ class TuneReport:
             lines.append(
                 "  the final kernel is the exploration's best (same kernel: no speed-up to report)"
             )
+        elif self.paired is not None:
+            ratio, (lo, hi) = self.paired["ratio"], self.paired["ci95"]
+            line = (
+                f"  speed-up of the final kernel over the exploration best: {1 / ratio:.3f}x "
+                f"(95 % CI {1 / hi:.3f}-{1 / lo:.3f}, paired per-round ratios over "
+                f"{self.paired['rounds']} rounds)"
+            )
+            if lo <= 1.0 <= hi:
+                line += "; the interval contains 1: no difference beyond the noise"
+            lines.append(line)
         elif len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
@@ -191,6 +204,10 @@ def run_tuning(
             session=None if open_session is None else open_session(),
         )
         report.remeasured = dict(zip(kernels, samples, strict=True))
+        if len(kernels) == 2:
+            report.paired = paired_ratio(
+                report.remeasured["final"], report.remeasured["after_exploration"], rounds
+            )
     # Strict JSON: a latency that is not a finite number is written as null, never Infinity.
     write_json(os.path.join(work_dir, "report.json"), asdict(report))
     return report

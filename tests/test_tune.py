@@ -30,6 +30,7 @@ from ms_droplet._records import best_record, find_workload, latency
 from ms_droplet._stats import median
 from ms_droplet._tune import TuneReport
 from ms_droplet._workloads import load_workload
+from ms_droplet.bench._report import paired_ratio
 
 from ._helpers import run_cli
 
@@ -103,8 +104,10 @@ def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builde
     if same:
         assert "same kernel: no speed-up to report" in out and "speed-up of" not in out
     else:
-        a, b = (median(report["remeasured"][k]) for k in keys)
-        assert f"speed-up of the final kernel over the exploration best: {a / b:.3f}x" in out
+        paired = report["paired"]
+        assert paired["rounds"] == 2 and paired["ci95"][0] <= paired["ratio"] <= paired["ci95"][1]
+        speed_up = f"{1 / paired['ratio']:.3f}x (95 % CI {1 / paired['ci95'][1]:.3f}-"
+        assert f"speed-up of the final kernel over the exploration best: {speed_up}" in out
 
 
 def _report(**changes) -> TuneReport:
@@ -129,6 +132,27 @@ def test_report_says_same_kernel_instead_of_a_speed_up():
     text = report.format(wall_seconds=4.0)
     assert "same kernel: no speed-up to report" in text and "speed-up of" not in text
     assert "after exploration" not in text and "final (12 trials)" in text
+
+
+def test_report_gives_the_speed_up_with_its_interval_and_says_when_it_is_noise():
+    # final 10 % faster in every one of 4 rounds (2 samples a round): a real speed-up
+    explored = [2.0e-3, 2.02e-3, 2.1e-3, 2.08e-3, 1.98e-3, 2.0e-3, 2.2e-3, 2.18e-3]
+    faster = [x * 0.9 for x in explored]
+    paired = paired_ratio(faster, explored, 4)
+    report = _report(remeasured={"after_exploration": explored, "final": faster}, paired=paired)
+    text = report.format(wall_seconds=4.0)
+    line = next(x for x in text.splitlines() if "speed-up of the final kernel" in x)
+    assert "1.111x (95 % CI" in line and "over 4 rounds" in line
+    assert "noise" not in line
+    # the final kernel faster in two rounds and slower in two: the interval contains 1
+    factors = [0.9, 0.9, 1.1, 1.1, 0.95, 0.95, 1.05, 1.05]
+    mixed = [x * f for x, f in zip(explored, factors, strict=True)]
+    report = _report(
+        remeasured={"after_exploration": explored, "final": mixed},
+        paired=paired_ratio(mixed, explored, 4),
+    )
+    line = next(x for x in report.format(wall_seconds=4.0).splitlines() if "speed-up" in x)
+    assert "the interval contains 1: no difference beyond the noise" in line
 
 
 def test_report_without_remeasurement_shows_the_recorded_latencies():
