@@ -66,6 +66,8 @@ class TuneReport:
     same_kernel: bool = False  # the final kernel is the exploration's best one
     # final / after_exploration: median and 95 % CI of the per-round ratios (rotating order)
     paired: dict[str, Any] | None = None
+    # the exploration best timed twice in the same rounds: the noise floor of ``paired``
+    aa: dict[str, Any] | None = None
     curve: list[dict[str, float | None]] = field(default_factory=list)
 
     def _row(self, name: str, ms_: float) -> str:
@@ -109,6 +111,14 @@ class TuneReport:
             if lo <= 1.0 <= hi:
                 line += "; the interval contains 1: no difference beyond the noise"
             lines.append(line)
+            if self.aa is not None:
+                r, (a_lo, a_hi) = self.aa["ratio"], self.aa["ci95"]
+                lines.append(
+                    f"  A/A control (the exploration best timed twice): {1 / r:.3f}x (95 % CI "
+                    f"{1 / a_hi:.3f}-{1 / a_lo:.3f}); a speed-up inside its spread is noise, and "
+                    "between processes kernels move by several % more: compare strategies "
+                    "with ms-droplet bench"
+                )
         elif len(self.remeasured) == 2:
             a, b = (median(v) for v in self.remeasured.values())
             lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
@@ -193,9 +203,12 @@ def run_tuning(
             # one kernel: timing it twice would report noise (or an order bias) as a speed-up
             report.same_kernel = True
             del kernels["after_exploration"]
+    timed = list(kernels.values())
+    if len(kernels) == 2:  # the A/A control: the exploration best built and timed again
+        timed.append(scheduled_module(mod, log.traces[explored]))
     if kernels:
         samples = measure_interleaved(
-            list(kernels.values()),
+            timed,
             target,
             rounds=rounds,
             number=number,
@@ -203,11 +216,11 @@ def run_tuning(
             min_repeat_ms=min_repeat_ms,
             session=None if open_session is None else open_session(),
         )
-        report.remeasured = dict(zip(kernels, samples, strict=True))
+        report.remeasured = dict(zip(kernels, samples[: len(kernels)], strict=True))
         if len(kernels) == 2:
-            report.paired = paired_ratio(
-                report.remeasured["final"], report.remeasured["after_exploration"], rounds
-            )
+            explored_secs = report.remeasured["after_exploration"]
+            report.paired = paired_ratio(report.remeasured["final"], explored_secs, rounds)
+            report.aa = paired_ratio(samples[2], explored_secs, rounds)
     # Strict JSON: a latency that is not a finite number is written as null, never Infinity.
     write_json(os.path.join(work_dir, "report.json"), asdict(report))
     return report

@@ -108,6 +108,9 @@ def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builde
         assert paired["rounds"] == 2 and paired["ci95"][0] <= paired["ratio"] <= paired["ci95"][1]
         speed_up = f"{1 / paired['ratio']:.3f}x (95 % CI {1 / paired['ci95'][1]:.3f}-"
         assert f"speed-up of the final kernel over the exploration best: {speed_up}" in out
+        aa = report["aa"]  # the exploration best timed a second time in the same rounds
+        assert aa["rounds"] == 2 and aa["ci95"][0] <= aa["ratio"] <= aa["ci95"][1]
+        assert f"A/A control (the exploration best timed twice): {1 / aa['ratio']:.3f}x" in out
 
 
 def _report(**changes) -> TuneReport:
@@ -144,6 +147,9 @@ def test_report_gives_the_speed_up_with_its_interval_and_says_when_it_is_noise()
     line = next(x for x in text.splitlines() if "speed-up of the final kernel" in x)
     assert "1.111x (95 % CI" in line and "over 4 rounds" in line
     assert "noise" not in line
+    assert "A/A" not in text  # no control timed: none shown
+    report.aa = paired_ratio(explored[::-1], explored, 4)
+    assert "A/A control (the exploration best timed twice): " in report.format(wall_seconds=4.0)
     # the final kernel faster in two rounds and slower in two: the interval contains 1
     factors = [0.9, 0.9, 1.1, 1.1, 0.95, 0.95, 1.05, 1.05]
     mixed = [x * f for x, f in zip(explored, factors, strict=True)]
