@@ -106,7 +106,8 @@ class CandidateCache:
             # exists after a tile move): this is not a one-coordinate move, skip it.
             self._reject(requested)
             return None
-        owner = self.modules.get(tvm_ffi.structural_hash(sch.mod))
+        mhash = tvm_ffi.structural_hash(sch.mod)
+        owner = self.modules.get(mhash)
         if owner is not None and owner[0] != key:
             first = None if owner[0] in self.seen else self.replay(owner[1])
             if first is None:
@@ -114,7 +115,7 @@ class CandidateCache:
                 return None
             key, sch = owner[0], first  # another trace built this schedule first: that one
         if claim:
-            self.claim(sch)
+            self.modules.setdefault(mhash, (key, sch.trace))
         return key, sch
 
     def claim(self, sch: Schedule) -> bool:

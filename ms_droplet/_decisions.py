@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,10 +177,9 @@ def retilings(trace: Trace, *, limit: int, seed: int) -> list[Move]:
         if inst.kind.name != "SamplePerfectTile" or decision is None:
             continue
         tiles = tuple(int(x) for x in decision)
-        extent = 1
-        for t in tiles:
-            extent *= t
-        options = [t for t in _tilings(extent, len(tiles), int(inst.attrs[1])) if t != tiles]
+        options = [
+            t for t in _tilings(math.prod(tiles), len(tiles), int(inst.attrs[1])) if t != tiles
+        ]
         if len(options) > limit:
             options = random.Random(f"{seed}:{k}").sample(options, limit)
         for new in options:

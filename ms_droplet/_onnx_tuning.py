@@ -56,11 +56,11 @@ from ._database import check_database, count_records
 from ._evaluate import time_interleaved
 from ._factories import cpu_model
 from ._files import ensure_writable_dir
+from ._intervals import median_ci
 from ._onnx import InputSpec, OnnxModelError, OutputComparison
 from ._onnx_report import BUILDS, RATIOS, ModelTuneReport, OutputMismatchError, TuneModelError
 from ._stats import median
 from ._strategy import DropletStrategy
-from .bench._report import median_ci
 
 __all__ = [
     "InputSpec",

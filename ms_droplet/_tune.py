@@ -38,11 +38,11 @@ from ._decisions import trace_key
 from ._evaluate import measure_interleaved
 from ._factories import make_builder
 from ._files import write_json
+from ._intervals import paired_ratio
 from ._picks import pick_of, write_picks
 from ._records import best_record, find_workload, latency, scheduled_module
 from ._stats import median
 from ._trial_log import TrialLog
-from .bench._report import paired_ratio
 
 __all__ = ["TuneReport", "run_tuning"]
 
@@ -119,9 +119,6 @@ class TuneReport:
                     "between processes kernels move by several % more: compare strategies "
                     "with ms-droplet bench"
                 )
-        elif len(self.remeasured) == 2:
-            a, b = (median(v) for v in self.remeasured.values())
-            lines.append(f"  speed-up of the final kernel over the exploration best: {a / b:.3f}x")
         return "\n".join(lines)
 
 

@@ -559,7 +559,8 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_benc
 
 
 def test_median_ci_is_the_binomial_order_statistic_interval():
-    from ms_droplet.bench._report import geomean, median_ci
+    from ms_droplet._intervals import median_ci
+    from ms_droplet.bench._report import geomean
 
     # Classic table values: n=10 -> 2nd..9th, n=30 -> 10th..21st order statistics.
     assert median_ci(list(range(1, 11))) == (2, 9)

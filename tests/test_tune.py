@@ -25,12 +25,12 @@ from tvm.s_tir import meta_schedule as ms
 
 import ms_droplet
 from ms_droplet._decisions import trace_key
+from ms_droplet._intervals import paired_ratio
 from ms_droplet._picks import picked_record
 from ms_droplet._records import best_record, find_workload, latency
 from ms_droplet._stats import median
 from ms_droplet._tune import TuneReport
 from ms_droplet._workloads import load_workload
-from ms_droplet.bench._report import paired_ratio
 
 from ._helpers import run_cli
 

@@ -31,9 +31,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from scipy import stats
-
 from .._files import replace_atomically, write_json
+from .._intervals import median_ci, paired_ratio, per_round
 from .._stats import median
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES, VARIANT_PREFIX
 from ._layout import (
@@ -45,7 +44,7 @@ from ._layout import (
     load_runs,
 )
 
-__all__ = ["build_report", "geomean", "median_ci", "paired_ratio"]
+__all__ = ["build_report", "geomean"]
 
 _LABEL = {
     "droplet": "droplet",
@@ -75,25 +74,6 @@ def _ratios(strategies: Sequence[str]) -> list[tuple[str, str]]:
 
 def _label(name: str) -> str:
     return _LABEL.get(name, name)
-
-
-def median_ci(xs: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median (binomial order statistics).
-
-    With fewer samples than the confidence needs (e.g. under 6 at 95 %), the interval is the
-    sample range, which then covers the median with less than ``confidence``.
-    """
-    if not xs:
-        raise ValueError("median_ci() needs at least one sample")
-    s = sorted(xs)
-    n = len(s)
-    alpha = 1.0 - confidence
-    # Largest k with P(Binomial(n, 1/2) < k) <= alpha / 2: the interval is [s[k-1], s[n-k]].
-    k = int(stats.binom.ppf(alpha / 2, n, 0.5))
-    if k >= 1 and stats.binom.cdf(k - 1, n, 0.5) > alpha / 2:
-        k -= 1
-    k = max(k, 1)
-    return s[k - 1], s[n - k]
 
 
 def geomean(xs: Sequence[float]) -> float:
@@ -290,31 +270,11 @@ def _seed_entry(
     return entry
 
 
-def paired_ratio(a: Sequence[float], b: Sequence[float], rounds: int) -> dict[str, Any]:
-    """Median and 95 % CI of the per-round ratios ``median(a_r) / median(b_r)``.
-
-    Both kernels were timed in every round, next to each other (rotating order), so the ratio of
-    one round cancels the drift between rounds; the rounds are the paired samples.
-    """
-    per_a, per_b = _per_round(a, rounds), _per_round(b, rounds)
-    if len(per_a) != len(per_b):
-        raise ValueError("paired_ratio() needs the same number of rounds on both sides")
-    ratios = [x / y for x, y in zip(per_a, per_b, strict=True)]
-    lo, hi = median_ci(ratios)
-    return {"ratio": median(ratios), "ci95": [lo, hi], "rounds": len(ratios)}
-
-
-def _per_round(samples: Sequence[float], rounds: int) -> list[float]:
-    per = len(samples) // rounds if rounds and len(samples) % rounds == 0 else 1
-    return [median(samples[i : i + per]) for i in range(0, len(samples), per)]
-
-
 def _latency(samples: list[float], flop: float | None, rounds: int) -> dict[str, Any]:
     med = median(samples)
     # Samples of one round are taken back to back and are correlated: the interval comes from
     # the per-round medians, which are close to independent.
-    per = len(samples) // rounds if rounds and len(samples) % rounds == 0 else 1
-    lo, hi = median_ci([median(samples[i : i + per]) for i in range(0, len(samples), per)])
+    lo, hi = median_ci(per_round(samples, rounds))
     out = {
         "median_ms": med * 1e3,
         "ci95_ms": [lo * 1e3, hi * 1e3],
