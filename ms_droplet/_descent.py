@@ -230,16 +230,28 @@ class Descent(Generic[P]):
         """
         self._offered = _Queue(list(reversed(list(points))))
 
-    def propose(self, max_batch: int) -> list[Proposal] | None:
-        """Return the next batch (a control first), or None when the descent is over.
+    def propose(self, max_batch: int, *, last: bool = False) -> list[Proposal] | None:
+        """Return the next batch (a control first, but for a scout batch), or None when over.
 
         Parameters
         ----------
         max_batch : int
             The most candidates the caller can measure now (controls count).
+        last : bool
+            No batch of this descent follows (the caller decides what to keep from it, e.g. in
+            a final re-measurement). Without a pending confirmation such a batch holds no
+            control: a challenger found in it could never be confirmed, so every slot goes to
+            an unmeasured neighbour (a *scout* batch: :meth:`observe` records no comparison).
         """
         if self._batch is not None:
             raise RuntimeError("propose() called twice without observe() of the first batch")
+        if last and not self._challengers and not self._converged and max_batch >= 1:
+            items: list[Proposal] = []
+            self._take(items, max_batch)
+            if items:
+                self._offered = _Queue()
+                self._batch = items
+                return list(items)
         while True:
             if self._converged or max_batch < 2:
                 return None
@@ -269,6 +281,12 @@ class Descent(Generic[P]):
             raise ValueError(f"expected {len(proposals)} results, got {len(results)}")
         self._batch = None
         res = [list(r) if r is not None and len(r) > 0 else None for r in results]
+        if all(p.role != "control" for p in proposals):  # a scout batch (every other has one)
+            ok = sum(r is not None for r in res)
+            self._emit(
+                "scouted", message=f"{ok} of {len(res)} neighbour(s) measured once, no control"
+            )
+            return
         controls = [i for i, p in enumerate(proposals) if p.role == "control" and res[i]]
         if not controls:
             self._control_failures += 1

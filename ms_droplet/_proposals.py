@@ -29,7 +29,9 @@ P = TypeVar("P")
 #: What a proposal is for: the incumbent as a control, a challenger's re-measurement, a new point.
 Role = Literal["control", "confirm", "explore"]
 #: What the descent decided.
-EventKind = Literal["challenger", "move", "reject", "widen", "converged", "control-failed"]
+EventKind = Literal[
+    "challenger", "move", "reject", "widen", "converged", "control-failed", "scouted"
+]
 
 
 @dataclass(frozen=True)

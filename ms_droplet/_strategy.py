@@ -130,6 +130,12 @@ class DropletStrategy(PySearchStrategy):
         loop, e.g. (1, 32, 16, 1) -> (4, 1, 64, 2), where a step moves one divisor) that the
         cost model ranks best among up to 64 per tile decision, so that a loop can jump to a
         distant tiling in one move (e.g. 16). 0 (the default): step moves only.
+    scout_last : bool
+        With a final batch: the last descent batch before it holds no control (unless it
+        confirms a challenger found earlier), only unmeasured neighbours, each measured once:
+        a challenger found there could never be confirmed, and the final batch re-measures
+        the fastest record beside the incumbent anyway. False: that batch is laid out like
+        every other (controls spread through it).
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class DropletStrategy(PySearchStrategy):
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
+        scout_last: bool = True,
     ) -> None:
         check_settings(
             num_evolutionary_trials=num_evolutionary_trials,
@@ -187,6 +194,7 @@ class DropletStrategy(PySearchStrategy):
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
+        self.scout_last = bool(scout_last)
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: RunState | None = None
@@ -258,6 +266,7 @@ class DropletStrategy(PySearchStrategy):
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,
+            "scout_last": self.scout_last,
         }
 
     def clone(self) -> SearchStrategy:
@@ -454,7 +463,10 @@ class DropletStrategy(PySearchStrategy):
                 continue
             self._offer_exploration(run)
             start = time.perf_counter()
-            proposals = run.descent.propose(batch_cap)
+            # the last descent batch before a final batch: its challengers could never be
+            # confirmed, so with scout_last it holds neighbours only (the final batch decides)
+            last = self.scout_last and run.reserve > 0 and spend - batch_cap < 2
+            proposals = run.descent.propose(batch_cap, last=last)
             run.own_seconds += time.perf_counter() - start
             if proposals is not None:
                 run.pending = proposals

@@ -96,5 +96,5 @@ def log_event(logger: logging.Logger, ev: DescentEvent) -> None:
         )
     elif ev.kind == "control-failed":
         logger.warning("Droplet: %s", ev.message)
-    else:  # widen, converged
+    else:  # widen, converged, scouted
         logger.info("Droplet: %s: %s", ev.kind, ev.message)

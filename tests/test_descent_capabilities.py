@@ -389,3 +389,54 @@ def test_offered_points_are_measured_first_and_a_faster_one_is_jumped_to() -> No
     assert any(e.kind == "move" and e.coordinate == "evolutionary" for e in events)
     dropped = {n.key for n in extra} - taken
     assert dropped and not dropped & proposed_later, "an unmeasured offered point came back"
+
+
+# ---------------------------------------------------------------------------- last batch
+
+
+def test_a_last_batch_without_challengers_is_all_neighbours() -> None:
+    # 8 coordinates, 3 steps pooled: 48 neighbours, more than the batch holds
+    seen: set = set()
+    trace = Trace()
+    d = Descent(
+        nb((7,) * 8),
+        neighbours=box_neighbours(),
+        control_every=8,
+        rank=lambda n: [0] * len(n),
+        seen=seen,
+        on_event=trace.events.append,
+    )
+    props = d.propose(24, last=True)
+    assert props is not None and len(props) == 24
+    assert all(p.role == "explore" for p in props)
+    assert len({p.neighbour.key for p in props}) == 24
+    keys = {p.neighbour.key for p in props}
+    assert keys <= seen
+    # no control ran: nothing is compared, no control failure is counted, the keys stay seen
+    d.observe([[1.0e-3] * 3 for _ in props])
+    assert trace.kinds("scouted") and not trace.kinds("control-failed")
+    assert not trace.kinds("challenger") and not trace.kinds("move")
+    assert keys <= seen
+    assert d.incumbent.point == (7,) * 8
+    nxt = d.propose(24)  # a later normal batch measures none of them again
+    assert nxt is not None and not keys & {p.neighbour.key for p in nxt if p.role == "explore"}
+    assert nxt[0].role == "control"
+
+
+def test_a_last_batch_still_confirms_a_pending_challenger() -> None:
+    f = _one_dim({4: 0.8, 6: 0.6, 7: 0.9, 3: 0.95})
+    d = Descent(nb((5,)), neighbours=box_neighbours(0, 9), max_challengers=2, seed=0)
+    props = d.propose(8)
+    assert props is not None
+    d.observe(Runner(f, seed=0, sigma=0.01)(props))
+    props = d.propose(8, last=True)  # the challengers found above are confirmed in it
+    assert props is not None
+    roles = [p.role for p in props]
+    assert roles[0] == "control" and roles.count("confirm") == 2
+    d.observe(Runner(f, seed=1, sigma=0.01)(props))
+    assert d.incumbent.point == (6,)
+
+
+def test_a_last_batch_of_a_converged_descent_is_none() -> None:
+    d = Descent(nb((0,)), neighbours=lambda p, s: [])
+    assert d.converged and d.propose(8, last=True) is None

@@ -555,3 +555,37 @@ def test_a_resumed_tuning_sizes_its_final_batch_by_the_whole_budget(matmul64, ta
     final = runner.batches[-1]
     assert len(final) == 8 and len(set(final)) == 2, final
     assert strategies[0].summaries[0]["final_batch"] is True
+
+
+@pytest.mark.parametrize("scout_last", [True, False])
+def test_the_last_batch_before_the_final_one_holds_no_control(
+    matmul64, target, tmp_path, scout_last
+):
+    # 64 trials: 32 explored, one descent batch of 24, the final batch of 8. No challenger of
+    # the descent batch could be confirmed, so with scout_last it holds 24 new neighbours and
+    # the final batch compares the fastest record with the incumbent.
+    strategies: list = []
+    _, runner = _tune(
+        matmul64,
+        target,
+        tmp_path,
+        trials=64,
+        per_iter=32,
+        evo_trials=32,
+        strategies=strategies,
+        scout_last=scout_last,
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sizes == [32, 24, 8], sizes
+    explored, last, final = runner.batches
+    (summary,) = strategies[0].summaries
+    assert summary["descents"] == 1 and summary["final_batch"] is True
+    if scout_last:
+        assert len(set(last)) == 24 and not set(last) & set(explored), last
+        log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+        assert "Droplet: scouted: 24 of 24 neighbour(s) measured once, no control" in log
+    else:
+        incumbent = Counter(last).most_common(1)[0][0]
+        assert last[0] == last[1] == incumbent and last.count(incumbent) >= 4, last
+        assert incumbent in explored
+    assert set(final) <= set(explored) | set(last)
