@@ -42,6 +42,7 @@ def check_settings(
     max_step: Any,
     max_control_failures: Any,
     stagnation_trials: Any,
+    rank_min_records: Any,
     control_every: Any,
     max_challengers: Any,
     restart_trials: Any,
@@ -69,6 +70,7 @@ def check_settings(
     if not isinstance(max_control_failures, int) or max_control_failures < 1:
         raise ValueError(f"max_control_failures must be an int >= 1, got {max_control_failures!r}")
     check_optional_int("stagnation_trials", stagnation_trials, 1)
+    check_optional_int("rank_min_records", rank_min_records, 1)
     check_optional_int("control_every", control_every, 2)
     check_optional_int("max_challengers", max_challengers, 1, optional=False)
     check_optional_int("restart_trials", restart_trials, 1)

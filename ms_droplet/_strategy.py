@@ -84,6 +84,13 @@ class DropletStrategy(PySearchStrategy):
         Score the neighbourhood (every step up to ``max_step``) with the task's cost model and
         measure the most promising first; off, or without a cost model, neighbours are
         measured step by step in a seeded random order.
+    rank_min_records : int, optional
+        With ``rank_neighbours``: the records a cost model that is still warming up needs
+        before it ranks. TVM's ``XGBModel`` trains on every update but predicts random scores
+        until it holds ``num_warmup_samples`` (100) records, so at a small budget the ranking
+        would be random (and drawn outside the tune context's seed); from this many records on
+        the descent asks it for its booster's scores. Below it, or with None while the model
+        warms up, the neighbours keep their seeded random order.
     control_every : int, optional
         Re-measure the incumbent in every ``control_every``-th slot of a descent batch (and
         the first two and the last), and compare each candidate with the drift-corrected
@@ -149,6 +156,7 @@ class DropletStrategy(PySearchStrategy):
         evolutionary: dict[str, Any] | None = None,
         stagnation_trials: int | None = 64,
         rank_neighbours: bool = True,
+        rank_min_records: int | None = None,
         control_every: int | None = 8,
         max_challengers: int = 2,
         speculate: bool = True,
@@ -166,6 +174,7 @@ class DropletStrategy(PySearchStrategy):
             max_step=max_step,
             max_control_failures=max_control_failures,
             stagnation_trials=stagnation_trials,
+            rank_min_records=rank_min_records,
             control_every=control_every,
             max_challengers=max_challengers,
             restart_trials=restart_trials,
@@ -185,6 +194,7 @@ class DropletStrategy(PySearchStrategy):
         self.evolutionary = evolutionary
         self.stagnation_trials = stagnation_trials
         self.rank_neighbours = bool(rank_neighbours)
+        self.rank_min_records = rank_min_records
         self.control_every = control_every
         self.max_challengers = max_challengers
         self.speculate = bool(speculate)
@@ -257,6 +267,7 @@ class DropletStrategy(PySearchStrategy):
             "evolutionary": dict(self.evolutionary),
             "stagnation_trials": self.stagnation_trials,
             "rank_neighbours": self.rank_neighbours,
+            "rank_min_records": self.rank_min_records,
             "control_every": self.control_every,
             "max_challengers": self.max_challengers,
             "speculate": self.speculate,

@@ -40,10 +40,35 @@ if TYPE_CHECKING:
 
     from ._run_state import RunState
 
-__all__ = ["start_descent"]
+__all__ = ["cost_model_scores", "start_descent"]
 
 # Retilings listed per tile decision before the cost model keeps the best ``retile`` of them.
 _RETILINGS_PER_DECISION = 64
+
+
+def cost_model_scores(
+    cost_model: Any, ctx: TuneContext, cands: list[Any], *, min_records: int | None
+) -> list[float] | None:
+    """The cost model's scores of ``cands``, or None where they would be random numbers.
+
+    A model with TVM's ``XGBModel`` warm-up (``num_warmup_samples``, ``data_size`` and
+    ``booster`` attributes) predicts uniform random scores, from numpy's global generator,
+    until it holds ``num_warmup_samples`` records, though its booster is trained on every
+    update. From ``min_records`` records on its booster scores them (the warm-up is lowered
+    for this one call); below that, or with ``min_records`` None, no scores are returned while
+    the model warms up. Any other cost model is asked as it is.
+    """
+    warmup = getattr(cost_model, "num_warmup_samples", None)
+    size = getattr(cost_model, "data_size", None)
+    if not isinstance(warmup, int) or not isinstance(size, int) or size >= warmup:
+        return [float(x) for x in cost_model.predict(ctx, cands)]
+    if min_records is None or size < min_records or cost_model.booster is None:
+        return None
+    cost_model.num_warmup_samples = min_records
+    try:
+        return [float(x) for x in cost_model.predict(ctx, cands)]
+    finally:
+        cost_model.num_warmup_samples = warmup
 
 
 def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | None:
@@ -89,7 +114,10 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
 
         def rank(nbs: list[Neighbour]) -> list[float]:
             cands = [measure_candidate(nb.point) for nb in nbs]
-            return [float(x) for x in cost_model.predict(ctx, cands)]
+            scores = cost_model_scores(
+                cost_model, ctx, cands, min_records=settings.rank_min_records
+            )
+            return [0.0] * len(nbs) if scores is None else scores
 
     # (the incumbent's key, the neighbour's key) -> the coordinate change between them
     changes: dict[tuple[str, str], Change] = {}
