@@ -514,7 +514,9 @@ def test_bench_refuses_other_settings_in_the_same_folder(tiny_bench, cli_warm_bu
 
 
 @pytest.mark.tuning
-def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(tiny_bench, cli_warm_builder):
+def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
+    tiny_bench, cli_warm_builder
+):
     out, _ = tiny_bench
     before = {s: _db_lines(out, s) for s in STRATEGIES}
     variant = 'nospec={"speculate": false, "rank_neighbours": false}'
