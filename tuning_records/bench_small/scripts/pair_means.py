@@ -18,8 +18,9 @@
 
 Run from the repository root, e.g. ``python tuning_records/bench_small/scripts/pair_means.py
 droplet-xrank droplet-scout droplet-scout evolutionary@B`` (pairs of kernel names; needs scipy
-and ms_droplet). Prints each pair's ratio and the geometric mean with a Student-t interval over
-the (workload, seed) pairs.
+and ms_droplet); a bench folder as the first argument reads that one instead of bench_small.
+Prints each pair's ratio and the geometric mean with a Student-t interval over the (workload,
+seed) pairs.
 """
 
 import json
@@ -34,7 +35,10 @@ from ms_droplet._intervals import paired_ratio
 
 REMEASURE = Path(__file__).resolve().parents[1] / "remeasure"
 
-names = sys.argv[1:] or ["droplet (A/A)", "droplet"]
+args = sys.argv[1:]
+if args and Path(args[0]).is_dir():
+    REMEASURE = Path(args.pop(0)) / "remeasure"
+names = args or ["droplet (A/A)", "droplet"]
 comparisons = list(zip(names[::2], names[1::2], strict=True))
 for a, b in comparisons:
     ratios = []
