@@ -172,8 +172,9 @@ def test_candidates_are_replayed_with_postprocs_and_deduplicated(matmul_ctx):
     # One schedule, one candidate: moves that build the same module (e.g. two tilings that
     # postprocessing makes equal) get the candidate of the first, so keys and modules pair up.
     keys = list(dict.fromkeys(k for k, _ in fresh))
-    module_of = {k: tvm_ffi.structural_hash(sch.mod) for k, sch in fresh}
-    assert all(tvm_ffi.structural_hash(sch.mod) == module_of[k] for k, sch in fresh)
+    hashes = [(k, tvm_ffi.structural_hash(sch.mod)) for k, sch in fresh]
+    module_of = dict(hashes)
+    assert all(module_of[k] == h for k, h in hashes)
     assert len(set(module_of.values())) == len(keys)
     for key, sch in fresh:
         assert key != trace_key(start.trace)

@@ -21,11 +21,9 @@ Run from the repository root: ``python tuning_records/bench_small/scripts/first3
 """
 
 import json
-import math
-import statistics
 from pathlib import Path
 
-from scipy import stats
+from _geomean import geomean_line
 
 RUNS = Path(__file__).resolve().parents[1] / "runs"
 
@@ -35,18 +33,11 @@ def best_of_first(path: Path, n: int = 32) -> float:
     return min(t["ms"] for t in trials[:n] if t["ms"])
 
 
-logs = []
+ratios = []
 for workload in sorted(RUNS.iterdir()):
     for seed in (0, 1, 2):
         d = best_of_first(workload / "droplet" / f"seed{seed}" / "trials.jsonl")
         e = best_of_first(workload / "evolutionary" / f"seed{seed}" / "trials.jsonl")
-        logs.append(math.log(d / e))
+        ratios.append(d / e)
         print(f"{workload.name} seed {seed}: {d / e:.3f}")
-mean = statistics.mean(logs)
-se = statistics.stdev(logs) / len(logs) ** 0.5
-t = stats.t.ppf(0.975, len(logs) - 1)
-print(
-    f"geometric mean {math.exp(mean):.3f} [{math.exp(mean - t * se):.3f}, "
-    f"{math.exp(mean + t * se):.3f}], p={stats.ttest_1samp(logs, 0).pvalue:.2f}, "
-    f"lower in {sum(x < 0 for x in logs)} of {len(logs)}"
-)
+print(geomean_line(ratios))
