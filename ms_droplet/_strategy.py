@@ -32,6 +32,7 @@ from tvm.s_tir.meta_schedule.search_strategy import (
 )
 
 from ._candidates import CandidateCache, measure_candidate
+from ._cost_model import model_warming, python_side
 from ._decisions import trace_key
 from ._final import final_size
 from ._logging import task_logger
@@ -80,6 +81,12 @@ class DropletStrategy(PySearchStrategy):
         Switch to the descent before ``num_evolutionary_trials`` once the best explored latency
         has not improved by 1 % for this many trials (the switch and its reason are logged).
         None: always explore ``num_evolutionary_trials``.
+    stagnation_after_warmup : bool
+        Count the trials of ``stagnation_trials`` only once the task's cost model has left its
+        warm-up. TVM's ``XGBModel`` predicts random scores until it holds
+        ``num_warmup_samples`` (100) records, so until then ``EvolutionarySearch`` picks its
+        candidates at random and a flat best says nothing about the model-guided evolution
+        that follows. Off: every explored trial counts.
     rank_neighbours : bool
         Score the neighbourhood (every step up to ``max_step``) with the task's cost model and
         measure the most promising first; off, or without a cost model, neighbours are
@@ -155,6 +162,7 @@ class DropletStrategy(PySearchStrategy):
         max_control_failures: int = 3,
         evolutionary: dict[str, Any] | None = None,
         stagnation_trials: int | None = 64,
+        stagnation_after_warmup: bool = False,
         rank_neighbours: bool = True,
         rank_min_records: int | None = None,
         control_every: int | None = 8,
@@ -193,6 +201,7 @@ class DropletStrategy(PySearchStrategy):
         self.max_control_failures = max_control_failures
         self.evolutionary = evolutionary
         self.stagnation_trials = stagnation_trials
+        self.stagnation_after_warmup = bool(stagnation_after_warmup)
         self.rank_neighbours = bool(rank_neighbours)
         self.rank_min_records = rank_min_records
         self.control_every = control_every
@@ -266,6 +275,7 @@ class DropletStrategy(PySearchStrategy):
             "max_control_failures": self.max_control_failures,
             "evolutionary": dict(self.evolutionary),
             "stagnation_trials": self.stagnation_trials,
+            "stagnation_after_warmup": self.stagnation_after_warmup,
             "rank_neighbours": self.rank_neighbours,
             "rank_min_records": self.rank_min_records,
             "control_every": self.control_every,
@@ -341,7 +351,8 @@ class DropletStrategy(PySearchStrategy):
             logger=logger,
             cache=cache,
             design_spaces=list(design_spaces),
-            cost_model=cost_model,
+            # its Python object, so that its warm-up can be read (see _cost_model)
+            cost_model=python_side(cost_model),
             reserve=reserve,
         )
         if explored:
@@ -351,6 +362,11 @@ class DropletStrategy(PySearchStrategy):
                 explored,
                 self.num_evolutionary_trials,
             )
+        # a resumed exploration counts its stagnation from the database's best, not its own
+        for rec in records:
+            secs = None if is_failure(rec) else samples_of(rec.run_secs)
+            if secs:
+                run.best_secs = min(run.best_secs, sum(secs) / len(secs))
         self._run = run
         if explored and cost_model is not None:
             self._train_on_records(run, records)
@@ -616,6 +632,8 @@ class DropletStrategy(PySearchStrategy):
             for cand in measure_candidates:
                 run.cache.seen.add(trace_key(cand.sch.trace))
             self._track_best(run, results)
+            if self.stagnation_after_warmup and model_warming(run.cost_model):
+                run.since_best = 0  # random picks so far: nothing to call stagnation yet
             return
         proposals, run.pending = run.pending, None
         if len(proposals) != len(results):

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._candidates import measure_candidate
+from ._cost_model import model_warming
 from ._decisions import Change, apply_change, moves, retilings, trace_key
 from ._descent import Descent
 from ._proposals import DescentEvent, Neighbour
@@ -58,12 +59,11 @@ def cost_model_scores(
     for this one call); below that, or with ``min_records`` None, no scores are returned while
     the model warms up. Any other cost model is asked as it is.
     """
-    warmup = getattr(cost_model, "num_warmup_samples", None)
-    size = getattr(cost_model, "data_size", None)
-    if not isinstance(warmup, int) or not isinstance(size, int) or size >= warmup:
+    if not model_warming(cost_model):
         return [float(x) for x in cost_model.predict(ctx, cands)]
-    if min_records is None or size < min_records or cost_model.booster is None:
+    if min_records is None or cost_model.data_size < min_records or cost_model.booster is None:
         return None
+    warmup = cost_model.num_warmup_samples
     cost_model.num_warmup_samples = min_records
     try:
         return [float(x) for x in cost_model.predict(ctx, cands)]

@@ -35,7 +35,7 @@ from ms_droplet.bench._config import (
     BenchError,
     parse_variant,
 )
-from ms_droplet.bench._driver import exploration_length
+from ms_droplet.bench._driver import exploration_length, switch_point
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 
@@ -196,6 +196,16 @@ def test_exploration_length_replays_the_adaptive_switch():
     assert exploration_length(ms_, per_batch=2, patience=5) == len(ms_)  # 3.0 resets it
     assert exploration_length(ms_, per_batch=2, patience=None) == len(ms_)
     assert exploration_length([math.inf] * 4, per_batch=2, patience=2) == 2  # failures count
+    # stagnation_after_warmup: batches that start before 4 records (0, 2) never count
+    flat = [1.0] * 12
+    assert exploration_length(flat, per_batch=2, patience=2) == 4
+    assert exploration_length(flat, per_batch=2, patience=2, warmup=4) == 6
+    assert exploration_length(flat, per_batch=2, patience=2, warmup=3) == 6
+    assert exploration_length(flat, per_batch=2, patience=4, warmup=4) == 8
+    # switch_point: None where the rule never switches (a variant then explores on)
+    assert switch_point(flat[:4], per_batch=2, patience=2) == 4
+    assert switch_point(flat[:4], per_batch=2, patience=2, warmup=4) is None
+    assert switch_point(ms_, per_batch=2, patience=None) is None
 
 
 def test_bench_bad_variant_exits_2(capsys, tmp_path):

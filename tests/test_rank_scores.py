@@ -31,6 +31,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.runner import RunnerResult
 from tvm.s_tir.meta_schedule.testing import te_workload
 
+from ms_droplet._cost_model import model_warming, python_side
 from ms_droplet._strategy_descent import cost_model_scores
 
 
@@ -93,3 +94,21 @@ def test_a_warm_or_other_model_is_asked_as_it_is(measured):
     other = ms.cost_model.RandomModel(seed=5)
     scores = cost_model_scores(other, ctx, rest, min_records=16)
     assert scores is not None and len(scores) == len(rest)
+
+
+def test_model_warming_reads_xgbmodels_warm_up(measured):
+    assert model_warming(_xgb(measured))  # 24 of 100 records
+    assert not model_warming(_xgb(measured, num_warmup_samples=24))
+    assert not model_warming(ms.cost_model.RandomModel(seed=5))
+    assert not model_warming(None)
+
+
+def test_python_side_reads_a_model_that_came_back_from_cpp(measured):
+    model = _xgb(measured)
+    bare = tvm.runtime.convert([model])[0]  # what pre_tuning receives from the scheduler
+    assert not hasattr(bare, "num_warmup_samples")
+    assert not model_warming(bare)  # unreadable: the reason python_side exists
+    found = python_side(bare)
+    assert found is model and model_warming(found)
+    assert python_side(model) is model
+    assert python_side(None) is None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections import Counter
 
 import pytest
@@ -58,6 +59,7 @@ def _tune(
     builder=None,
     strategies=None,
     database=None,
+    cost_model=None,
     **kwargs,
 ):
     runner = runner or LandscapeRunner()
@@ -75,7 +77,7 @@ def _tune(
         strategy=strategy,
         builder=builder or HashBuilder(),
         runner=runner,
-        cost_model=ms.cost_model.RandomModel(seed=seed),
+        cost_model=cost_model or ms.cost_model.RandomModel(seed=seed),
         database=database if database is not None else ms.database.MemoryDatabase(),
         measure_callbacks=[
             ms.measure_callback.AddToDatabase(),
@@ -274,6 +276,37 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
     assert log.count("Droplet: descent converged with") >= 1
     starts = log.count("from the best record not descended from yet")
     assert starts >= 2, "no second descent after the exploration slice"
+
+
+def _switch_after(work_dir) -> int:
+    log = "".join(p.read_text() for p in (work_dir / "logs").glob("*.log"))
+    found = re.findall(r"switching to the descent after (\d+) of", log)
+    assert len(found) == 1, log
+    return int(found[0])
+
+
+def test_stagnation_counts_only_after_the_cost_models_warm_up(matmul64, target, tmp_path):
+    # stagnation_trials=1: the first explored batch whose last trial gains nothing ends the
+    # exploration, unless that batch arrived while the cost model was warming up.
+    def model():
+        return ms.cost_model.XGBModel(num_warmup_samples=40)
+
+    settings = {"trials": 128, "evo_trials": 96, "stagnation_trials": 1, "final_trials": 0}
+    _tune(matmul64, target, tmp_path / "a", cost_model=model(), **settings)
+    early = _switch_after(tmp_path / "a")
+    _tune(
+        matmul64,
+        target,
+        tmp_path / "b",
+        cost_model=model(),
+        stagnation_after_warmup=True,
+        **settings,
+    )
+    late = _switch_after(tmp_path / "b")
+    assert early < 48
+    # batches starting at 0, 16 and 32 (< 40 records) do not count: at 48 records it can
+    assert late >= 64
+    assert late % 16 == 0
 
 
 def test_failing_runs_are_not_latencies(matmul64, target, tmp_path):

@@ -69,6 +69,7 @@ MODULES = {
     "_strategy_descent": "_droplet_start",
     "_strategy_final": "_droplet_end",
     "_strategy_log": "_droplet_log",
+    "_cost_model": "_droplet_cost_model",
 }
 
 

@@ -26,6 +26,7 @@ process, with identical evaluator settings: those samples are what ``report`` co
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -67,7 +68,12 @@ from ._layout import (
 )
 from ._post_opt import restart_trials, run_post_opt
 
-__all__ = ["exploration_length", "run_bench"]
+__all__ = ["exploration_length", "run_bench", "switch_point"]
+
+#: ``num_warmup_samples`` of TVM's default cost model (``XGBModel``), which the bench tunes with.
+_XGB_WARMUP = (
+    inspect.signature(ms.cost_model.XGBModel.__init__).parameters["num_warmup_samples"].default
+)
 
 logger = logging.getLogger(__name__)
 
@@ -291,10 +297,11 @@ def _tune_locked_run(
     if strategy.startswith(VARIANT_PREFIX):
         explored = _exploration_to_copy(source_dir, config, strategy, mod=mod)
         if explored is not None:
-            records, trials = explored
+            records, trials, explore_on = explored
             if not os.path.exists(os.path.join(work_dir, "database_tuning_record.json")):
                 _copy_exploration(work_dir, records, trials, mod=mod)
-            settings["num_evolutionary_trials"] = len(records)  # the descent starts at once
+            if not explore_on:
+                settings["num_evolutionary_trials"] = len(records)  # the descent starts at once
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
     done = _num_records(_open_database(work_dir, locked=True))
@@ -381,7 +388,7 @@ def _tune_locked_run(
 
 def _exploration_to_copy(
     source: str, config: BenchConfig, strategy: str, *, mod: tvm.IRModule
-) -> tuple[list[ms.database.TuningRecord], list[dict[str, Any]]] | None:
+) -> tuple[list[ms.database.TuningRecord], list[dict[str, Any]], bool] | None:
     """The first records and trial lines of ``source`` a variant starts from, or None (it explores).
 
     How many: droplet's exploration rule replayed on the source run's records in trial order
@@ -389,7 +396,9 @@ def _exploration_to_copy(
     best mean latency has not improved by 1 % for ``stagnation_trials`` trials (DropletStrategy's
     adaptive switch). For droplet's own run this is where its exploration ended (droplet's
     settings); for evolutionary's it is where the variant's own rule would have switched to the
-    descent on that trajectory.
+    descent on that trajectory. The flag: the variant explores on from the copy itself (up to
+    N), because droplet switched early on a trajectory where the variant's own rule (e.g.
+    ``stagnation_after_warmup``) would not have.
     """
     if not os.path.exists(os.path.join(source, "result.json")):
         logger.warning(
@@ -397,7 +406,7 @@ def _exploration_to_copy(
         )
         return None
     whose = "droplet" if config.start_from(strategy) == "droplet" else strategy
-    patience = DropletStrategy(**config.droplet_settings(whose)).stagnation_trials
+    patience, warmup = _switch_rule(config, whose)
     wl = find_workload(_open_database(source), mod)
     n = config.num_evolutionary_trials
     records = [] if wl is None else first_records(source, wl, n)
@@ -406,24 +415,56 @@ def _exploration_to_copy(
         logger.warning("%s has fewer than %d trials: %s explores", source, n, strategy)
         return None
     means = [math.inf if is_failure(r) else latency(r.run_secs) for r in records]
-    count = exploration_length(means, per_batch=config.num_trials_per_iter, patience=patience)
-    return records[:count], trials[:count]
+    per_batch = config.num_trials_per_iter
+    count = exploration_length(means, per_batch=per_batch, patience=patience, warmup=warmup)
+    explore_on = False
+    if whose != strategy and count < n:
+        own_patience, own_warmup = _switch_rule(config, strategy)
+        explore_on = (
+            switch_point(
+                means[:count], per_batch=per_batch, patience=own_patience, warmup=own_warmup
+            )
+            is None
+        )
+    return records[:count], trials[:count], explore_on
 
 
-def exploration_length(means: Sequence[float], *, per_batch: int, patience: int | None) -> int:
+def _switch_rule(config: BenchConfig, strategy: str) -> tuple[int | None, int]:
+    """``stagnation_trials`` and the warm-up its count waits for, of droplet or a variant."""
+    rule = DropletStrategy(**config.droplet_settings(strategy))
+    # The bench tunes with TVM's default cost model: XGBModel and its warm-up.
+    return rule.stagnation_trials, _XGB_WARMUP if rule.stagnation_after_warmup else 0
+
+
+def exploration_length(
+    means: Sequence[float], *, per_batch: int, patience: int | None, warmup: int = 0
+) -> int:
     """Where DropletStrategy's adaptive switch ends an exploration with these trial latencies.
 
     The best mean latency has to improve by 1 % to reset the count of trials since the best;
     the switch is checked before each batch, so the exploration ends after the first full
     batch at which ``patience`` trials have passed without such a gain (``len(means)`` if
-    never; ``patience=None`` never switches early). A failed trial is ``math.inf``.
+    never; ``patience=None`` never switches early). A failed trial is ``math.inf``. With
+    ``warmup`` (``stagnation_after_warmup``: the cost model's ``num_warmup_samples``), the
+    trials of a batch that starts before ``warmup`` records were measured do not count: the
+    strategy sees a cost model still warming up when that batch's results arrive.
     """
+    point = switch_point(means, per_batch=per_batch, patience=patience, warmup=warmup)
+    return len(means) if point is None else point
+
+
+def switch_point(
+    means: Sequence[float], *, per_batch: int, patience: int | None, warmup: int = 0
+) -> int | None:
+    """The trial count at which :func:`exploration_length`'s switch happens, or None (never)."""
     best, since = math.inf, 0
     for i, mean in enumerate(means):
         best, since = stagnation_step(best, since, mean)
+        if (i // per_batch) * per_batch < warmup:
+            since = 0
         if patience is not None and (i + 1) % per_batch == 0 and since >= patience:
             return i + 1
-    return len(means)
+    return None
 
 
 def _copy_exploration(
