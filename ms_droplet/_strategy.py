@@ -37,7 +37,7 @@ from ._decisions import trace_key
 from ._final import final_size
 from ._logging import task_logger
 from ._proposals import Neighbour
-from ._records import is_failure, samples_of
+from ._records import best_of, is_failure, latency, samples_of
 from ._run_state import RunState, WhenConverged
 from ._settings import check_settings
 from ._strategy_descent import start_descent
@@ -363,10 +363,9 @@ class DropletStrategy(PySearchStrategy):
                 self.num_evolutionary_trials,
             )
         # a resumed exploration counts its stagnation from the database's best, not its own
-        for rec in records:
-            secs = None if is_failure(rec) else samples_of(rec.run_secs)
-            if secs:
-                run.best_secs = min(run.best_secs, sum(secs) / len(secs))
+        best = best_of(records)
+        if best is not None:
+            run.best_secs = latency(best.run_secs)
         self._run = run
         if explored and cost_model is not None:
             self._train_on_records(run, records)

@@ -91,6 +91,11 @@ def _tune(
     return db, runner
 
 
+def _log(work_dir) -> str:
+    """The task logs of a tuning's work dir, concatenated."""
+    return "".join(p.read_text() for p in (work_dir / "logs").glob("*.log"))
+
+
 def _descent_batches(runner, evo_trials):
     seen, out = 0, []
     for batch in runner.batches:
@@ -219,7 +224,7 @@ def test_a_converged_descent_measured_its_incumbents_whole_neighbourhood(
         strategies=strategies,
         retile=retile,
     )
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert "Droplet: move along" in log, "no move: nothing to check"
     assert "converged: no unmeasured neighbour up to step 2" in log
     missing, valid = _unmeasured_neighbours(db, strategies[0], matmul64, target, 2)
@@ -272,14 +277,14 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
     measured = sum(len(b) for b in runner.batches)
     assert measured == 400, "budget left unused"
     assert len(db.get_all_tuning_records()) == measured
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert log.count("Droplet: descent converged with") >= 1
     starts = log.count("from the best record not descended from yet")
     assert starts >= 2, "no second descent after the exploration slice"
 
 
 def _switch_after(work_dir) -> int:
-    log = "".join(p.read_text() for p in (work_dir / "logs").glob("*.log"))
+    log = _log(work_dir)
     found = re.findall(r"switching to the descent after (\d+) of", log)
     assert len(found) == 1, log
     return int(found[0])
@@ -429,7 +434,7 @@ def test_error_in_one_tasks_generation_ends_only_that_task(target, tmp_path, mon
     assert per_task["mm48"] == 8, "the failing task's explored batch was lost, or it went on"
     assert per_task["mm32"] > 8, "the healthy task stopped with the failing one"
     assert sum(per_task.values()) == sum(len(b) for b in runner.batches)
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert "internal error while generating candidates" in log and "injected fault" in log
 
 
@@ -450,20 +455,20 @@ def test_error_while_reading_results_keeps_the_batch(target, tmp_path, monkeypat
     # every measured candidate was committed, the faulty batch included
     assert len(db.get_all_tuning_records()) == sum(len(b) for b in runner.batches)
     assert len(calls) >= 3, "the other task did not go on after the fault"
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert "internal error while reading a batch's results" in log
 
 
 def test_every_build_timing_out_names_the_cause_and_the_fix(matmul64, target, tmp_path):
     builder = HashBuilder(fail_fraction=1.0, error="LocalBuilder: Timeout, killed after 30 seconds")
     _tune(matmul64, target, tmp_path, builder=builder, trials=32)
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert "every build of this batch" in log and "ms_droplet.WarmBuilder()" in log
 
 
 def test_other_build_errors_do_not_blame_timeouts(matmul64, target, tmp_path):
     _tune(matmul64, target, tmp_path, builder=HashBuilder(fail_fraction=1.0), trials=32)
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     assert "every build of this batch" not in log
 
 
@@ -541,7 +546,7 @@ def test_final_batch_picks_the_fastest_contender(matmul64, target, tmp_path):
     answer = strategies[0].picked_database(db).query_tuning_record(matmul64, target, "main")
     assert trace_key(answer.trace) == trace_key(pick.trace)
     assert summary["pick_is_lowest"] == (trace_key(pick.trace) == trace_key(lowest.trace))
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    log = _log(tmp_path)
     line = next(x for x in log.splitlines() if "Droplet: final batch: " in x)
     assert "4 contender(s) (" in line and "incumbent" in line, line  # a descent's incumbent
     assert "Droplet: final pick: " in log
@@ -615,7 +620,7 @@ def test_the_last_batch_before_the_final_one_holds_no_control(
     assert summary["descents"] == 1 and summary["final_batch"] is True
     if scout_last:
         assert len(set(last)) == 24 and not set(last) & set(explored), last
-        log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+        log = _log(tmp_path)
         assert "Droplet: scouted: 24 of 24 neighbour(s) measured once, no control" in log
     else:
         incumbent = Counter(last).most_common(1)[0][0]

@@ -27,21 +27,20 @@ tuning_records/bench_small/scripts/rank_quality.py tuning_records/bench_small dr
 (needs scipy).
 """
 
-import json
 import math
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+from _geomean import geomean_line
 from scipy.stats import spearmanr
-from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir import Schedule
+from tvm.s_tir import meta_schedule as ms
 
 from ms_droplet._candidates import measure_candidate
 from ms_droplet._decisions import trace_key
 from ms_droplet._records import first_records, is_failure, latency
-from _geomean import geomean_line
 
 
 def explored_count(run_dir: Path) -> int:
