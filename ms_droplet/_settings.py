@@ -52,8 +52,16 @@ def check_settings(
     retile: Any,
     when_converged: Any,
     evolutionary: dict[str, Any] | None,
+    flags: dict[str, Any] | None = None,
 ) -> None:
-    """Raise TypeError or ValueError for the first setting of DropletStrategy out of range."""
+    """Raise TypeError or ValueError for the first setting of DropletStrategy out of range.
+
+    ``flags`` maps the names of the on/off settings to their values; each must be a bool (a
+    variant's JSON ``"false"`` or ``0`` would otherwise switch a setting silently).
+    """
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(num_evolutionary_trials, bool) or not isinstance(num_evolutionary_trials, int):
         raise TypeError(f"num_evolutionary_trials must be an int, got {num_evolutionary_trials!r}")
     if num_evolutionary_trials < 0:

@@ -192,28 +192,35 @@ class DropletStrategy(PySearchStrategy):
             explore_share=explore_share,
             when_converged=when_converged,
             evolutionary=evolutionary,
+            flags={
+                "confirm": confirm,
+                "stagnation_after_warmup": stagnation_after_warmup,
+                "rank_neighbours": rank_neighbours,
+                "speculate": speculate,
+                "scout_last": scout_last,
+            },
         )
         evolutionary = dict(evolutionary or {})
         self.num_evolutionary_trials = num_evolutionary_trials
         self.pvalue = float(pvalue)
         self.max_step = max_step
-        self.confirm = bool(confirm)
+        self.confirm = confirm
         self.max_control_failures = max_control_failures
         self.evolutionary = evolutionary
         self.stagnation_trials = stagnation_trials
-        self.stagnation_after_warmup = bool(stagnation_after_warmup)
-        self.rank_neighbours = bool(rank_neighbours)
+        self.stagnation_after_warmup = stagnation_after_warmup
+        self.rank_neighbours = rank_neighbours
         self.rank_min_records = rank_min_records
         self.control_every = control_every
         self.max_challengers = max_challengers
-        self.speculate = bool(speculate)
+        self.speculate = speculate
         self.when_converged: WhenConverged = when_converged
         self.restart_trials = restart_trials
         self.explore_share = float(explore_share)
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
-        self.scout_last = bool(scout_last)
+        self.scout_last = scout_last
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: RunState | None = None

@@ -144,6 +144,7 @@ def test_variants_parse_validate_and_update_droplets_settings():
         ("x=[1]", "JSON object"),
         ('x={"rank": true}', "unexpected keyword"),
         ('x={"max_step": 0}', "max_step"),
+        ('x={"scout_last": "maybe"}', "scout_last must be True or False"),
         ('x={"start_from": "post_opt"}', "start_from must be one of"),
     ):
         with pytest.raises(BenchError, match=why):

@@ -80,6 +80,11 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"combine_best": 1}, ValueError, "combine_best"),
         ({"retile": -1}, ValueError, "retile"),
         ({"retile": 2.5}, ValueError, "retile"),
+        ({"confirm": "false"}, TypeError, "confirm must be True or False"),
+        ({"rank_neighbours": 0}, TypeError, "rank_neighbours"),
+        ({"speculate": None}, TypeError, "speculate"),
+        ({"scout_last": "maybe"}, TypeError, "scout_last"),
+        ({"stagnation_after_warmup": 1}, TypeError, "stagnation_after_warmup"),
     ],
 )
 def test_bad_settings_are_rejected_with_their_name(kwargs, exc, match):
