@@ -25,6 +25,8 @@ from scipy import stats
 def geomean_line(ratios: list[float]) -> str:
     """``geometric mean G [lo, hi], p=P, n=N, below 1 in K``: 95 % t-interval over the logs."""
     logs = [math.log(x) for x in ratios]
+    if len(logs) < 2:
+        return f"n={len(logs)}: no interval over pairs yet"
     mean = statistics.mean(logs)
     se = statistics.stdev(logs) / len(logs) ** 0.5
     t = stats.t.ppf(0.975, len(logs) - 1)
