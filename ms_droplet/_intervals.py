@@ -22,6 +22,7 @@ rounds (``_evaluate``): each round times every kernel once, in a rotating order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from scipy import stats
 
 from ._stats import median
 
-__all__ = ["median_ci", "paired_ratio", "per_round"]
+__all__ = ["geomean_interval", "median_ci", "paired_ratio", "per_round"]
 
 
 def median_ci(xs: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
@@ -73,3 +74,33 @@ def per_round(samples: Sequence[float], rounds: int) -> list[float]:
     """
     per = len(samples) // rounds if rounds and len(samples) % rounds == 0 else 1
     return [median(samples[i : i + per]) for i in range(0, len(samples), per)]
+
+
+def geomean_interval(ratios: Sequence[float], *, confidence: float = 0.95) -> dict[str, Any]:
+    """Geometric mean of ratios over independent pairs, with a Student-t interval over the logs.
+
+    Each ratio is one (workload, seed) pair's paired per-round ratio; the pairs are the
+    independent samples. Returns ``geomean``, ``ci`` (None below two pairs), ``p`` (two-sided
+    t-test of the mean log against 0, i.e. geometric mean 1; None below two pairs or when all
+    ratios are equal), ``pairs`` and ``below_one`` (how many ratios are below 1).
+    """
+    if not ratios or min(ratios) <= 0.0:
+        raise ValueError("geomean_interval() needs at least one positive ratio")
+    logs = [math.log(x) for x in ratios]
+    n = len(logs)
+    mean = sum(logs) / n
+    out: dict[str, Any] = {
+        "geomean": math.exp(mean),
+        "ci": None,
+        "p": None,
+        "pairs": n,
+        "below_one": sum(x < 1.0 for x in ratios),
+    }
+    if n < 2:
+        return out
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    out["ci"] = [math.exp(mean - half), math.exp(mean + half)]
+    if sd > 0.0:
+        out["p"] = float(2.0 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return out

@@ -584,6 +584,53 @@ def test_median_ci_is_the_binomial_order_statistic_interval():
         median_ci([])
 
 
+def test_geomean_interval_is_the_t_interval_over_the_pairs_logs():
+    from scipy import stats
+
+    from ms_droplet._intervals import geomean_interval
+
+    ratios = [0.8, 0.9, 1.0, 0.85]
+    logs = [math.log(x) for x in ratios]
+    res = stats.ttest_1samp(logs, 0.0)
+    lo, hi = res.confidence_interval(0.95)
+    got = geomean_interval(ratios)
+    assert got["geomean"] == pytest.approx(math.exp(sum(logs) / 4))
+    assert got["ci"] == pytest.approx([math.exp(lo), math.exp(hi)])
+    assert got["p"] == pytest.approx(res.pvalue)
+    assert (got["pairs"], got["below_one"]) == (4, 3)
+    one = geomean_interval([1.2])
+    assert (one["geomean"], one["ci"], one["p"]) == (pytest.approx(1.2), None, None)
+    assert geomean_interval([0.9, 0.9])["p"] is None  # no spread: no test
+    with pytest.raises(ValueError, match="positive"):
+        geomean_interval([])
+
+
+def test_report_gives_each_paired_ratio_over_pairs_with_its_interval(tmp_path):
+    out = str(tmp_path)
+    ms_ = 1e-3
+    secs = {
+        ("matmul:8,8,8", seed): {
+            "droplet": [ms_] * 4,
+            "evolutionary": [f * ms_] * 4,
+            "post_opt": [ms_] * 4,
+            EVOLUTIONARY_AT_B: [ms_] * 4,
+            AA_CONTROL: [ms_] * 4,
+        }
+        for seed, f in ((0, 1.25), (1, 1.0 / 0.9))
+    }
+    _synthetic(out, secs=secs)
+    markdown, summary = build_report(out)
+    row = summary["geomean"]["paired_interval"]["droplet/evolutionary"]
+    assert row["geomean"] == pytest.approx(math.sqrt(0.8 * 0.9))
+    assert row["pairs"] == 2 and row["below_one"] == 2
+    assert row["ci"][0] < row["geomean"] < row["ci"][1]
+    assert "## Paired ratios over (workload, seed) pairs" in markdown
+    table = markdown.split("## Paired ratios over (workload, seed) pairs")[1]
+    first = next(ln for ln in table.splitlines() if ln.startswith("| droplet/"))
+    assert first.startswith(f"| droplet/{AA_CONTROL} (noise floor) | 2 | 1.000 |")
+    assert f"| droplet/evolutionary | 2 | {math.sqrt(0.72):.3f} |" in table
+
+
 def test_two_benches_never_share_a_folder(tmp_path):
     from ms_droplet.bench._layout import lock_folder
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._files import replace_atomically, write_json
-from .._intervals import median_ci, paired_ratio, per_round
+from .._intervals import geomean_interval, median_ci, paired_ratio, per_round
 from .._stats import median
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, STRATEGIES, VARIANT_PREFIX
 from ._layout import (
@@ -154,6 +154,8 @@ def build_report(out: str) -> tuple[str, dict[str, Any]]:
             "paired": {k: geomean(v) for k, v in paired.items() if v},
             # per pair the median of the paired ratio over all its re-measurement processes
             "paired_over_processes": {k: geomean(v) for k, v in over_processes.items() if v},
+            # the latest process's paired ratios: geometric mean, t-interval and p over pairs
+            "paired_interval": {k: geomean_interval(v) for k, v in paired.items() if v},
         },
         # the strategy's own time / its tuning time, per strategy: the largest and the mean
         "strategy_time_share": {
@@ -306,6 +308,35 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _over_pairs(intervals: dict[str, Any]) -> list[str]:
+    """The latest process's paired ratios over (workload, seed) pairs, A/A control first."""
+    if not intervals:
+        return []
+    lines = [
+        "",
+        "## Paired ratios over (workload, seed) pairs",
+        "",
+        "Each pair's paired per-round ratio from its latest re-measurement; geometric mean over "
+        "the pairs, 95 % Student-t interval over their logs and the t-test's p against 1 (the "
+        "pairs are the samples: this interval is the one to read against the A/A row, the "
+        "noise floor).",
+        "",
+        "| paired ratio | pairs | geometric mean | 95 % t-interval | p | below 1 in |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted(intervals, key=lambda k: (not k.endswith(AA_CONTROL), k))
+    for key in keys:
+        v = intervals[key]
+        ci = "-" if v["ci"] is None else f"{v['ci'][0]:.3f}-{v['ci'][1]:.3f}"
+        p = "-" if v["p"] is None else f"{v['p']:.2g}"
+        floor = " (noise floor)" if key.endswith(AA_CONTROL) else ""
+        lines.append(
+            f"| {key}{floor} | {v['pairs']} | {v['geomean']:.3f} | {ci} | {p} | "
+            f"{v['below_one']} of {v['pairs']} |"
+        )
+    return lines
+
+
 def _markdown(
     bench: dict[str, Any],
     strategies: list[str],
@@ -378,6 +409,7 @@ def _markdown(
     row += [_fmt(geo["latency"].get(key), ".3f") for key in ratio_keys]
     row += [_fmt(geo["tuning_time"].get(key), ".3f") for key in time_keys]
     lines.append("| " + " | ".join(row) + " |")
+    lines += _over_pairs(geo["paired_interval"])
     if between:
         lines += [
             "",
