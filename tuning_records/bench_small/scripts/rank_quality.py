@@ -24,7 +24,10 @@ run: Spearman's rank correlation of score and speed, and how fast the best of th
 ``k`` is against the best of ``k`` picked at random (expected value), both relative to the
 fastest neighbour. Run from the repository root, e.g. ``python
 tuning_records/bench_small/scripts/rank_quality.py tuning_records/bench_small droplet-scout 8``
-(needs scipy).
+(needs scipy). Two more arguments N M train on the first N records of any run (e.g. an
+evolutionary one, which has no descent) and score its records N+1..M instead, e.g. ``...
+tuning_records/bench_small evolutionary 8 32 64``: would the model trained on the first batch
+have ranked evolution's second batch?
 """
 
 import math
@@ -58,12 +61,12 @@ def expected_best_of_random(lat: list[float], k: int) -> float:
     return sum(s[i] * math.comb(n - 1 - i, k - 1) for i in range(n)) / math.comb(n, k)
 
 
-def evaluate(run_dir: Path, k: int):
+def evaluate(run_dir: Path, k: int, train_n: int | None = None, upto: int | None = None):
     db = ms.database.JSONDatabase(work_dir=str(run_dir))
     wl = db.get_all_tuning_records()[0].workload
     records = first_records(str(run_dir), wl, 10**6)
-    n = explored_count(run_dir)
-    train, rest = records[:n], records[n:]
+    n = explored_count(run_dir) if train_n is None else train_n
+    train, rest = records[:n], records[n:upto]
     seen = {trace_key(r.trace) for r in train}
     evals = []
     for r in rest:
@@ -96,9 +99,10 @@ def evaluate(run_dir: Path, k: int):
 
 def main() -> None:
     bench, run, k = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    train_n, upto = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 5 else (None, None)
     rhos, model_r, random_r = [], [], []
     for run_dir in sorted(bench.glob(f"runs/*/{run}/seed*")):
-        n, m, rho, mr, rr = evaluate(run_dir, k)
+        n, m, rho, mr, rr = evaluate(run_dir, k, train_n, upto)
         rhos.append(rho)
         model_r.append(mr)
         random_r.append(rr)
