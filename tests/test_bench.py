@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tvm.s_tir import meta_schedule as ms
 
 from ms_droplet import cli
 from ms_droplet._stats import median
@@ -35,7 +36,7 @@ from ms_droplet.bench._config import (
     BenchError,
     parse_variant,
 )
-from ms_droplet.bench._driver import exploration_length, switch_point
+from ms_droplet.bench._driver import cost_model_with_warmup, exploration_length, switch_point
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 
@@ -145,6 +146,8 @@ def test_variants_parse_validate_and_update_droplets_settings():
         ('x={"rank": true}', "unexpected keyword"),
         ('x={"max_step": 0}', "max_step"),
         ('x={"scout_last": "maybe"}', "scout_last must be True or False"),
+        ('x={"cost_model_warmup": 0}', "cost_model_warmup must be an int >= 1"),
+        ('x={"cost_model_warmup": true}', "cost_model_warmup must be an int >= 1"),
         ('x={"start_from": "post_opt"}', "start_from must be one of"),
     ):
         with pytest.raises(BenchError, match=why):
@@ -582,6 +585,25 @@ def test_median_ci_is_the_binomial_order_statistic_interval():
     assert geomean([0.5, 2.0]) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         median_ci([])
+
+
+def test_a_variant_can_tune_with_an_earlier_cost_model_warmup():
+    name, settings = parse_variant('w32={"cost_model_warmup": 32, "max_step": 2}')
+    cfg = BenchConfig(
+        workloads=("matmul:8,8,8",),
+        seeds=(0,),
+        trials=8,
+        num_evolutionary_trials=4,
+        strategies=("droplet", "evolutionary", "droplet-w32"),
+        variants=((name, settings),),
+    )
+    assert cfg.cost_model_warmup("droplet-w32") == 32
+    assert cfg.cost_model_warmup("droplet") is None
+    assert cfg.cost_model_warmup("evolutionary") is None
+    assert "cost_model_warmup" not in cfg.droplet_settings("droplet-w32")
+    assert cfg.droplet_settings("droplet-w32")["max_step"] == 2
+    model = cost_model_with_warmup(32)
+    assert isinstance(model, ms.cost_model.XGBModel) and model.num_warmup_samples == 32
 
 
 def test_geomean_interval_is_the_t_interval_over_the_pairs_logs():

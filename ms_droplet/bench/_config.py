@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "AA_CONTROL",
+    "COST_MODEL_WARMUP",
     "EVOLUTIONARY_AT_B",
     "FIXED_SETTINGS",
     "START_FROM",
@@ -50,6 +51,11 @@ AA_CONTROL = "droplet (A/A)"
 #: evolutionary's own trajectory: droplet@B and evolutionary@B then share their explored trials).
 START_FROM = "start_from"
 _START_FROM_VALUES = ("droplet", "evolutionary")
+#: A variant's own key: the variant tunes with ``XGBModel(num_warmup_samples=N)`` instead of TVM's
+#: default cost model (whose warm-up is 100 records): from N records on, its booster scores
+#: EvolutionarySearch's candidates and the neighbours instead of random numbers.
+COST_MODEL_WARMUP = "cost_model_warmup"
+_VARIANT_KEYS = (START_FROM, COST_MODEL_WARMUP)
 
 #: Settings that must not change when a benchmark folder is resumed or extended.
 FIXED_SETTINGS = (
@@ -140,7 +146,7 @@ class BenchConfig:
         }
         if strategy != "droplet":
             variant = dict(self.variants)[strategy[len(VARIANT_PREFIX) :]]
-            settings.update({k: v for k, v in variant.items() if k != START_FROM})
+            settings.update({k: v for k, v in variant.items() if k not in _VARIANT_KEYS})
         return settings
 
     def start_from(self, strategy: str) -> str | None:
@@ -148,6 +154,12 @@ class BenchConfig:
         if not strategy.startswith(VARIANT_PREFIX):
             return None
         return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]].get(START_FROM, "droplet")
+
+    def cost_model_warmup(self, strategy: str) -> int | None:
+        """A variant's ``cost_model_warmup`` (None: TVM's default cost model)."""
+        if not strategy.startswith(VARIANT_PREFIX):
+            return None
+        return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]].get(COST_MODEL_WARMUP)
 
     def budget(self, strategy: str) -> int:
         """Total trials of a strategy on one workload."""
@@ -158,8 +170,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME=JSON`` (e.g. ``norank={"rank_neighbours": false}``) as ``(NAME, settings)``.
 
     The settings are checked by constructing a :class:`~ms_droplet.DropletStrategy` with them;
-    ``"start_from"`` (``"droplet"`` or ``"evolutionary"``) is the variant's own key: whose
-    explored trials it starts from.
+    ``"start_from"`` (``"droplet"`` or ``"evolutionary"``: whose explored trials it starts from)
+    and ``"cost_model_warmup"`` (an int >= 1: the variant's ``XGBModel`` scores with its booster
+    from that many records on) are the variant's own keys.
 
     Raises
     ------
@@ -184,10 +197,17 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
             f"--variant {name}: {START_FROM} must be one of {list(_START_FROM_VALUES)}, got "
             f"{start!r}"
         )
+    warmup = settings.get(COST_MODEL_WARMUP)
+    bad = isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1
+    if warmup is not None and bad:
+        raise BenchError(
+            f"--variant {name}: {COST_MODEL_WARMUP} must be an int >= 1 (records before the cost "
+            f"model's booster scores candidates), got {warmup!r}"
+        )
     from .._strategy import DropletStrategy
 
     try:
-        DropletStrategy(**{k: v for k, v in settings.items() if k != START_FROM})
+        DropletStrategy(**{k: v for k, v in settings.items() if k not in _VARIANT_KEYS})
     except (TypeError, ValueError) as err:
         raise BenchError(f"--variant {name}: {err}") from None
     return name, settings

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import psutil
 import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
@@ -68,7 +69,7 @@ from ._layout import (
 )
 from ._post_opt import restart_trials, run_post_opt
 
-__all__ = ["exploration_length", "run_bench", "switch_point"]
+__all__ = ["cost_model_with_warmup", "exploration_length", "run_bench", "switch_point"]
 
 #: ``num_warmup_samples`` of TVM's default cost model (``XGBModel``), which the bench tunes with.
 _XGB_WARMUP = (
@@ -317,6 +318,7 @@ def _tune_locked_run(
             search = DropletStrategy(**settings)
         else:
             search = "evolutionary"
+        warmup = config.cost_model_warmup(strategy)
         ms.tune_tir(
             mod,
             target,
@@ -327,6 +329,7 @@ def _tune_locked_run(
             builder=builder,
             runner=runner,
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), log],
+            cost_model="xgb" if warmup is None else cost_model_with_warmup(warmup),
             seed=seed,
         )
     error = None
@@ -432,8 +435,17 @@ def _exploration_to_copy(
 def _switch_rule(config: BenchConfig, strategy: str) -> tuple[int | None, int]:
     """``stagnation_trials`` and the warm-up its count waits for, of droplet or a variant."""
     rule = DropletStrategy(**config.droplet_settings(strategy))
-    # The bench tunes with TVM's default cost model: XGBModel and its warm-up.
-    return rule.stagnation_trials, _XGB_WARMUP if rule.stagnation_after_warmup else 0
+    # The bench tunes with XGBModel: TVM's default warm-up, or the variant's cost_model_warmup.
+    warmup = config.cost_model_warmup(strategy) or _XGB_WARMUP
+    return rule.stagnation_trials, warmup if rule.stagnation_after_warmup else 0
+
+
+def cost_model_with_warmup(warmup: int) -> ms.cost_model.XGBModel:
+    """TVM's default cost model (as ``tune_tir`` makes it) with ``num_warmup_samples=warmup``."""
+    cores = psutil.cpu_count(logical=False) or 1  # tune_tir's num_tuning_cores="physical"
+    return ms.cost_model.XGBModel(
+        num_warmup_samples=warmup, num_tuning_cores=cores, tree_method="auto"
+    )
 
 
 def exploration_length(
