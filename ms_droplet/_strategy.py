@@ -398,8 +398,16 @@ class DropletStrategy(PySearchStrategy):
                 results.append(RunnerResult(run_secs=rec.run_secs, error_msg=None))
         if cands:
             run.cost_model.update(self._context, cands, results)
+            warmup = getattr(run.cost_model, "num_warmup_samples", None)
+            state = ""
+            if model_warming(run.cost_model):
+                state = f"; it scores at random until it holds {warmup} records (its warm-up)"
+            elif warmup is not None:
+                state = f"; past its warm-up ({warmup} records), it scores with what it learned"
             run.logger.info(
-                "Droplet: the cost model is trained on %d record(s) of the database", len(cands)
+                "Droplet: the cost model is trained on %d record(s) of the database%s",
+                len(cands),
+                state,
             )
         run.own_seconds += time.perf_counter() - begin
 

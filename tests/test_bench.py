@@ -535,9 +535,10 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
     before = {s: _db_lines(out, s) for s in STRATEGIES}
     variant = 'nospec={"speculate": false, "rank_neighbours": false}'
     cont = 'cont={"start_from": "evolutionary"}'
-    stdout = _bench(out, "--variant", variant, "--variant", cont)
+    more = 'more={"num_evolutionary_trials": 6, "cost_model_warmup": 4}'
+    stdout = _bench(out, "--variant", variant, "--variant", cont, "--variant", more)
     # droplet and evolutionary are found finished, only the variants are tuned
-    assert "2 runs tuned, 2 found finished, 1 re-measured" in stdout
+    assert "3 runs tuned, 2 found finished, 1 re-measured" in stdout
     assert {s: _db_lines(out, s) for s in STRATEGIES} == before
     # the variant starts from droplet's 4 explored records (same kernels, not its own luck),
     # trains the cost model on them, and descends for the other 4 trials
@@ -546,7 +547,16 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
     wd = run_dir(out, WORKLOAD, "droplet-nospec", 0)
     log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
     assert "the cost model is trained on 4 record(s)" in log
+    assert "it scores at random until it holds 100 records" in log
     assert "descent 1 starts after 0 trial(s)" in log
+    # more explores on from droplet's 4 records to its own N (6), with a model warm from 4 on
+    lines = _db_lines(out, "droplet-more")
+    assert len(lines) == 8 and lines[:4] == _db_lines(out, "droplet")[:4]
+    wd = run_dir(out, WORKLOAD, "droplet-more", 0)
+    log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
+    assert "4 record(s) of this workload already in the database count toward the 6" in log
+    assert "past its warm-up (4 records), it scores with what it learned" in log
+    assert "descent 1 starts after 2 trial(s)" in log
     # cont continues evolutionary's own trajectory: its first 4 trials, then the descent
     lines = _db_lines(out, "droplet-cont")
     assert len(lines) == 8 and lines[:4] == _db_lines(out, "evolutionary")[:4]
@@ -567,6 +577,7 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
     assert bench["variants"] == [
         ["nospec", {"speculate": False, "rank_neighbours": False}],
         ["cont", {"start_from": "evolutionary"}],
+        ["more", {"num_evolutionary_trials": 6, "cost_model_warmup": 4}],
     ]
     assert "latency droplet-nospec/droplet" in open(os.path.join(out, "report.md")).read()
     # the same name with other settings is refused

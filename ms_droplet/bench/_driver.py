@@ -399,9 +399,11 @@ def _exploration_to_copy(
     best mean latency has not improved by 1 % for ``stagnation_trials`` trials (DropletStrategy's
     adaptive switch). For droplet's own run this is where its exploration ended (droplet's
     settings); for evolutionary's it is where the variant's own rule would have switched to the
-    descent on that trajectory. The flag: the variant explores on from the copy itself (up to
-    N), because droplet switched early on a trajectory where the variant's own rule (e.g.
-    ``stagnation_after_warmup``) would not have.
+    descent on that trajectory. A variant whose own ``num_evolutionary_trials`` is smaller copies
+    only that many. The flag: the variant explores on from the copy itself (up to its own N),
+    because droplet stopped exploring where the variant would not have: droplet's switch rule
+    fired on a trajectory where the variant's (e.g. ``stagnation_after_warmup``) would not, or
+    droplet reached its N and the variant's N is larger.
     """
     if not os.path.exists(os.path.join(source, "result.json")):
         logger.warning(
@@ -420,8 +422,11 @@ def _exploration_to_copy(
     means = [math.inf if is_failure(r) else latency(r.run_secs) for r in records]
     per_batch = config.num_trials_per_iter
     count = exploration_length(means, per_batch=per_batch, patience=patience, warmup=warmup)
+    own_n = config.droplet_settings(strategy)["num_evolutionary_trials"]
+    count = min(count, own_n)  # a variant exploring less than droplet copies only its own N
     explore_on = False
-    if whose != strategy and count < n:
+    if whose != strategy and count < own_n:
+        # Droplet stopped exploring (its switch rule, or its N) before the variant would have.
         own_patience, own_warmup = _switch_rule(config, strategy)
         explore_on = (
             switch_point(
