@@ -433,6 +433,12 @@ def _db_lines(out, strategy):
         return f.read().splitlines()
 
 
+def _run_log(out, strategy):
+    """Every log of a run (seed 0) of the tiny bench, concatenated."""
+    logs = Path(run_dir(out, WORKLOAD, strategy, 0), "logs")
+    return "".join(p.read_text() for p in logs.glob("*.log"))
+
+
 @pytest.fixture(scope="module")
 def tiny_bench(tmp_path_factory, warm_builder):
     out = str(tmp_path_factory.mktemp("bench"))
@@ -544,16 +550,14 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
     # trains the cost model on them, and descends for the other 4 trials
     lines = _db_lines(out, "droplet-nospec")
     assert len(lines) == 8 and lines[:4] == _db_lines(out, "droplet")[:4]
-    wd = run_dir(out, WORKLOAD, "droplet-nospec", 0)
-    log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
+    log = _run_log(out, "droplet-nospec")
     assert "the cost model is trained on 4 record(s)" in log
     assert "it scores at random until it holds 100 records" in log
     assert "descent 1 starts after 0 trial(s)" in log
     # more explores on from droplet's 4 records to its own N (6), with a model warm from 4 on
     lines = _db_lines(out, "droplet-more")
     assert len(lines) == 8 and lines[:4] == _db_lines(out, "droplet")[:4]
-    wd = run_dir(out, WORKLOAD, "droplet-more", 0)
-    log = "".join(p.read_text() for p in Path(wd, "logs").glob("*.log"))
+    log = _run_log(out, "droplet-more")
     assert "4 record(s) of this workload already in the database count toward the 6" in log
     assert "past its warm-up (4 records), it scores with what it learned" in log
     assert "descent 1 starts after 2 trial(s)" in log
@@ -567,7 +571,7 @@ def test_a_variant_reuses_the_folders_runs_and_is_remeasured_with_them(
     cont_trials = read_trials(os.path.join(cont_dir, "trials.jsonl"))
     assert cont_trials[:4] == evo_trials[:4]  # its tuning time includes that exploration
     assert cont_trials[4]["wall_s"] >= evo_trials[3]["wall_s"]
-    log = "".join(p.read_text() for p in Path(cont_dir, "logs").glob("*.log"))
+    log = _run_log(out, "droplet-cont")
     assert "descent 1 starts after 0 trial(s)" in log
     data = json.load(open(remeasure_path(out, WORKLOAD, 0)))
     assert {"droplet", "evolutionary", "post_opt", "droplet-nospec", "droplet-cont"} <= set(

@@ -144,22 +144,25 @@ class BenchConfig:
             "num_evolutionary_trials": self.num_evolutionary_trials,
             "pvalue": self.pvalue,
         }
-        if strategy != "droplet":
-            variant = dict(self.variants)[strategy[len(VARIANT_PREFIX) :]]
-            settings.update({k: v for k, v in variant.items() if k not in _VARIANT_KEYS})
+        variant = self._variant(strategy)
+        settings.update({k: v for k, v in variant.items() if k not in _VARIANT_KEYS})
         return settings
 
     def start_from(self, strategy: str) -> str | None:
         """The strategy whose explored trials a variant starts from (None for the others)."""
         if not strategy.startswith(VARIANT_PREFIX):
             return None
-        return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]].get(START_FROM, "droplet")
+        return self._variant(strategy).get(START_FROM, "droplet")
 
     def cost_model_warmup(self, strategy: str) -> int | None:
         """A variant's ``cost_model_warmup`` (None: TVM's default cost model)."""
+        return self._variant(strategy).get(COST_MODEL_WARMUP)
+
+    def _variant(self, strategy: str) -> dict[str, Any]:
+        """The JSON settings of variant ``droplet-NAME`` ({} for droplet and the others)."""
         if not strategy.startswith(VARIANT_PREFIX):
-            return None
-        return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]].get(COST_MODEL_WARMUP)
+            return {}
+        return dict(self.variants)[strategy[len(VARIANT_PREFIX) :]]
 
     def budget(self, strategy: str) -> int:
         """Total trials of a strategy on one workload."""

@@ -14,24 +14,21 @@
 # KIND, either express or implied.  See the License for the
 # specific language governing permissions and limitations
 # under the License.
-"""The geometric mean of ratios over (workload, seed) pairs, with a Student-t interval."""
+"""The geometric mean of ratios over (workload, seed) pairs, with a Student-t interval.
 
-import math
-import statistics
+One line of ``ms_droplet._intervals.geomean_interval`` (what ``ms-droplet report`` shows).
+"""
 
-from scipy import stats
+from ms_droplet._intervals import geomean_interval
 
 
 def geomean_line(ratios: list[float]) -> str:
     """``geometric mean G [lo, hi], p=P, n=N, below 1 in K``: 95 % t-interval over the logs."""
-    logs = [math.log(x) for x in ratios]
-    if len(logs) < 2:
-        return f"n={len(logs)}: no interval over pairs yet"
-    mean = statistics.mean(logs)
-    se = statistics.stdev(logs) / len(logs) ** 0.5
-    t = stats.t.ppf(0.975, len(logs) - 1)
+    if len(ratios) < 2:
+        return f"n={len(ratios)}: no interval over pairs yet"
+    g = geomean_interval(ratios)
+    p = "-" if g["p"] is None else f"{g['p']:.2f}"
     return (
-        f"geometric mean {math.exp(mean):.3f} [{math.exp(mean - t * se):.3f}, "
-        f"{math.exp(mean + t * se):.3f}], p={stats.ttest_1samp(logs, 0).pvalue:.2f}, "
-        f"n={len(logs)}, below 1 in {sum(x < 1 for x in ratios)}"
+        f"geometric mean {g['geomean']:.3f} [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}], p={p}, "
+        f"n={g['pairs']}, below 1 in {g['below_one']}"
     )
