@@ -74,6 +74,26 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def make_db(work_dir, n=5):
+    """A JSON database in ``work_dir`` with ``n`` records of one matmul; its record file."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    from ms_droplet._workloads import load_workload
+
+    from .conftest import host_target
+
+    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    mod = load_workload("matmul:16,16,16")
+    wl = db.commit_workload(mod)
+    for i in range(n):
+        sch = Schedule(mod)
+        db.commit_tuning_record(
+            ms.database.TuningRecord(sch.trace, wl, [1e-3 * (i + 1)], host_target())
+        )
+    return work_dir / "database_tuning_record.json"
+
+
 def tune_for_resume(work_dir: str, batches_file: str, slow: float) -> None:
     """The tuning of ``test_resume``: fake builder and runner, every batch journaled to a file.
 

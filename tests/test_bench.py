@@ -36,7 +36,8 @@ from ms_droplet.bench._config import (
     BenchError,
     parse_variant,
 )
-from ms_droplet.bench._driver import cost_model_with_warmup, exploration_length, switch_point
+from ms_droplet.bench._driver import cost_model_with_warmup
+from ms_droplet.bench._exploration_copy import exploration_length, switch_point
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
 

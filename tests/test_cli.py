@@ -27,25 +27,11 @@ from ms_droplet import cli
 from ms_droplet._database import check_database, repair_database
 from ms_droplet._workloads import available_workloads, load_workload
 
-
-def _make_db(work_dir, n=5):
-    db = ms.database.JSONDatabase(work_dir=str(work_dir))
-    mod = load_workload("matmul:16,16,16")
-    wl = db.commit_workload(mod)
-    from tvm.s_tir import Schedule
-
-    from tests.conftest import host_target
-
-    for i in range(n):
-        sch = Schedule(mod)
-        db.commit_tuning_record(
-            ms.database.TuningRecord(sch.trace, wl, [1e-3 * (i + 1)], host_target())
-        )
-    return work_dir / "database_tuning_record.json"
+from ._helpers import make_db
 
 
 def test_truncated_tail_is_reported_and_repaired(tmp_path):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     text = path.read_text()
     path.write_text(text[:-25])  # a crash mid-write
     problems = check_database(str(tmp_path))
@@ -58,7 +44,7 @@ def test_truncated_tail_is_reported_and_repaired(tmp_path):
 
 
 def test_broken_line_inside_is_never_dropped(tmp_path):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     lines = path.read_text().splitlines(keepends=True)
     lines[1] = lines[1][:10] + "\n"
     path.write_text("".join(lines))
@@ -105,7 +91,7 @@ def test_unknown_workload_and_unwritable_dir(tmp_path, capsys):
 
 
 def test_tune_refuses_a_damaged_database_with_the_fix(tmp_path, capsys):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     path.write_text(path.read_text()[:-10])
     assert cli.main(["tune", "--workload", "matmul:8,8,8", "--work-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -32,7 +32,7 @@ import pytest
 
 from ms_droplet._descent import Descent, Neighbour, Proposal
 
-from .test_descent import OPT, Results, Runner, Trace, bowl, box_neighbours, flat, l1, nb
+from ._descent_helpers import OPT, Results, Runner, Trace, bowl, box_neighbours, flat, l1, nb
 
 
 class DriftRunner(Runner):

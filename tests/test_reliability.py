@@ -42,7 +42,8 @@ from ms_droplet._lock import WorkDirLocked, lock_work_dir
 from ms_droplet._trial_log import TrialLog
 from ms_droplet._workloads import load_workload
 from ms_droplet.bench._layout import read_trials
-from tests.test_cli import _make_db
+
+from ._helpers import make_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +114,7 @@ def test_report_json_of_a_tuning_without_a_success_is_json(target, tmp_path):
 
 
 def test_db_check_finds_a_blank_line_and_repair_drops_it(tmp_path, capsys):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines[:2], "\n", *lines[2:]]))  # TVM's JSONDatabase crashes on it
     problems = check_database(str(tmp_path))
@@ -136,7 +137,7 @@ def test_db_check_finds_a_blank_line_and_repair_drops_it(tmp_path, capsys):
     ],
 )
 def test_db_check_finds_valid_json_of_the_wrong_shape(tmp_path, capsys, line, message):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join([*lines[:1], line + "\n", *lines[1:]]))
     before = path.read_bytes()
@@ -151,7 +152,7 @@ def test_db_check_finds_valid_json_of_the_wrong_shape(tmp_path, capsys, line, me
 
 
 def test_db_check_finds_a_workload_line_of_the_wrong_shape(tmp_path):
-    _make_db(tmp_path)
+    make_db(tmp_path)
     wl = tmp_path / "database_workload.json"
     wl.write_text(wl.read_text() + "[1, 2]\n")
     (problem,) = check_database(str(tmp_path))
@@ -159,7 +160,7 @@ def test_db_check_finds_a_workload_line_of_the_wrong_shape(tmp_path):
 
 
 def test_repair_keeps_the_bytes_of_kept_lines(tmp_path):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     lines = path.read_bytes().splitlines(keepends=True)
     # A record whose target tag holds bytes that are not UTF-8 (TVM reads them as they are).
     lines[1] = lines[1].replace(b'"tag":""', b'"tag":"caf\xe9\xff"')
@@ -173,7 +174,7 @@ def test_repair_keeps_the_bytes_of_kept_lines(tmp_path):
 
 
 def test_repair_is_atomic_when_writing_fails(tmp_path, monkeypatch):
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     path.write_bytes(path.read_bytes()[:-9])
     before = path.read_bytes()
 
@@ -190,7 +191,7 @@ def test_repair_is_atomic_when_writing_fails(tmp_path, monkeypatch):
 def test_repair_never_loses_a_line_appended_meanwhile(tmp_path, monkeypatch):
     from ms_droplet import _database
 
-    path = _make_db(tmp_path)
+    path = make_db(tmp_path)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:3]) + "\n" + "".join(lines[3:]))  # a blank line to drop
     original = _database._check
@@ -243,7 +244,7 @@ def held_work_dir(tmp_path):
 
 def test_a_second_process_is_refused_with_the_holder_and_the_fix(held_work_dir, capsys):
     work_dir, holder = held_work_dir
-    _make_db(work_dir)
+    make_db(work_dir)
     before = (work_dir / "database_tuning_record.json").read_bytes()
     argv = ["tune", "--workload", "matmul:8,8,8", "--work-dir", str(work_dir), "--trials", "2"]
     assert cli.main(argv) == 2

@@ -18,7 +18,8 @@
 
 ``_config`` (what to run), ``_suites`` (named workload lists), ``_layout`` (the folder on disk,
 its provenance and lock), ``_driver`` (the runs and the interleaved re-measurement),
-``_post_opt`` (TVM's post_optimization as a strategy), ``_report`` and ``_plot`` (tables and
-curves from the folder), ``builder`` (LocalBuilder against WarmBuilder). These are measurement
-tools, not tests: they tune real workloads and take minutes to hours.
+``_exploration_copy`` (a variant's start from another run's exploration), ``_post_opt`` (TVM's
+post_optimization as a strategy), ``_report`` and ``_plot`` (tables and curves from the
+folder), ``builder`` (LocalBuilder against WarmBuilder). These are measurement tools, not
+tests: they tune real workloads and take minutes to hours.
 """

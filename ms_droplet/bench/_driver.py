@@ -26,10 +26,8 @@ process, with identical evaluator settings: those samples are what ``report`` co
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +39,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 
-from .._database import check_database, repair_database
+from .._database import DATABASE_FILES, check_database, repair_database
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._factories import machine_info
 from .._lock import WorkDirLocked, lock_work_dir
@@ -51,14 +49,14 @@ from .._records import (
     best_record,
     find_workload,
     first_records,
-    is_failure,
     latency,
     scheduled_module,
 )
-from .._strategy import DropletStrategy, stagnation_step
+from .._strategy import DropletStrategy
 from .._trial_log import TrialLog
 from .._workloads import load_workload, parse_matmul
 from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, VARIANT_PREFIX, BenchConfig, BenchError
+from ._exploration_copy import copy_exploration, exploration_to_copy
 from ._layout import (
     lock_folder,
     read_trials,
@@ -69,12 +67,7 @@ from ._layout import (
 )
 from ._post_opt import restart_trials, run_post_opt
 
-__all__ = ["cost_model_with_warmup", "exploration_length", "run_bench", "switch_point"]
-
-#: ``num_warmup_samples`` of TVM's default cost model (``XGBModel``), which the bench tunes with.
-_XGB_WARMUP = (
-    inspect.signature(ms.cost_model.XGBModel.__init__).parameters["num_warmup_samples"].default
-)
+__all__ = ["cost_model_with_warmup", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
@@ -296,11 +289,13 @@ def _tune_locked_run(
     is_droplet = strategy == "droplet" or strategy.startswith(VARIANT_PREFIX)
     settings = config.droplet_settings(strategy) if is_droplet else {}
     if strategy.startswith(VARIANT_PREFIX):
-        explored = _exploration_to_copy(source_dir, config, strategy, mod=mod)
+        explored = exploration_to_copy(
+            source_dir, config, strategy, mod=mod, open_database=_open_database
+        )
         if explored is not None:
             records, trials, explore_on = explored
-            if not os.path.exists(os.path.join(work_dir, "database_tuning_record.json")):
-                _copy_exploration(work_dir, records, trials, mod=mod)
+            if not os.path.exists(os.path.join(work_dir, DATABASE_FILES[1])):
+                copy_exploration(work_dir, records, trials, mod=mod)
             if not explore_on:
                 settings["num_evolutionary_trials"] = len(records)  # the descent starts at once
     prior = read_trials(trials_path)
@@ -389,127 +384,12 @@ def _tune_locked_run(
     return True
 
 
-def _exploration_to_copy(
-    source: str, config: BenchConfig, strategy: str, *, mod: tvm.IRModule
-) -> tuple[list[ms.database.TuningRecord], list[dict[str, Any]], bool] | None:
-    """The first records and trial lines of ``source`` a variant starts from, or None (it explores).
-
-    How many: droplet's exploration rule replayed on the source run's records in trial order
-    (:func:`exploration_length`): at most N trials, ending early after a full batch once the
-    best mean latency has not improved by 1 % for ``stagnation_trials`` trials (DropletStrategy's
-    adaptive switch). For droplet's own run this is where its exploration ended (droplet's
-    settings); for evolutionary's it is where the variant's own rule would have switched to the
-    descent on that trajectory. A variant whose own ``num_evolutionary_trials`` is smaller copies
-    only that many. The flag: the variant explores on from the copy itself (up to its own N),
-    because droplet stopped exploring where the variant would not have: droplet's switch rule
-    fired on a trajectory where the variant's (e.g. ``stagnation_after_warmup``) would not, or
-    droplet reached its N and the variant's N is larger.
-    """
-    if not os.path.exists(os.path.join(source, "result.json")):
-        logger.warning(
-            "no finished run in %s to start %s from: the variant explores", source, strategy
-        )
-        return None
-    whose = "droplet" if config.start_from(strategy) == "droplet" else strategy
-    patience, warmup = _switch_rule(config, whose)
-    wl = find_workload(_open_database(source), mod)
-    n = config.num_evolutionary_trials
-    records = [] if wl is None else first_records(source, wl, n)
-    trials = read_trials(os.path.join(source, "trials.jsonl"))[:n]
-    if len(records) < n or len(trials) < n:
-        logger.warning("%s has fewer than %d trials: %s explores", source, n, strategy)
-        return None
-    means = [math.inf if is_failure(r) else latency(r.run_secs) for r in records]
-    per_batch = config.num_trials_per_iter
-    count = exploration_length(means, per_batch=per_batch, patience=patience, warmup=warmup)
-    own_n = config.droplet_settings(strategy)["num_evolutionary_trials"]
-    count = min(count, own_n)  # a variant exploring less than droplet copies only its own N
-    explore_on = False
-    if whose != strategy and count < own_n:
-        # Droplet stopped exploring (its switch rule, or its N) before the variant would have.
-        own_patience, own_warmup = _switch_rule(config, strategy)
-        explore_on = (
-            switch_point(
-                means[:count], per_batch=per_batch, patience=own_patience, warmup=own_warmup
-            )
-            is None
-        )
-    return records[:count], trials[:count], explore_on
-
-
-def _switch_rule(config: BenchConfig, strategy: str) -> tuple[int | None, int]:
-    """``stagnation_trials`` and the warm-up its count waits for, of droplet or a variant."""
-    rule = DropletStrategy(**config.droplet_settings(strategy))
-    # The bench tunes with XGBModel: TVM's default warm-up, or the variant's cost_model_warmup.
-    warmup = config.cost_model_warmup(strategy) or _XGB_WARMUP
-    return rule.stagnation_trials, warmup if rule.stagnation_after_warmup else 0
-
-
 def cost_model_with_warmup(warmup: int) -> ms.cost_model.XGBModel:
     """TVM's default cost model (as ``tune_tir`` makes it) with ``num_warmup_samples=warmup``."""
     cores = psutil.cpu_count(logical=False) or 1  # tune_tir's num_tuning_cores="physical"
     return ms.cost_model.XGBModel(
         num_warmup_samples=warmup, num_tuning_cores=cores, tree_method="auto"
     )
-
-
-def exploration_length(
-    means: Sequence[float], *, per_batch: int, patience: int | None, warmup: int = 0
-) -> int:
-    """Where DropletStrategy's adaptive switch ends an exploration with these trial latencies.
-
-    The best mean latency has to improve by 1 % to reset the count of trials since the best;
-    the switch is checked before each batch, so the exploration ends after the first full
-    batch at which ``patience`` trials have passed without such a gain (``len(means)`` if
-    never; ``patience=None`` never switches early). A failed trial is ``math.inf``. With
-    ``warmup`` (``stagnation_after_warmup``: the cost model's ``num_warmup_samples``), the
-    trials of a batch that starts before ``warmup`` records were measured do not count: the
-    strategy sees a cost model still warming up when that batch's results arrive.
-    """
-    point = switch_point(means, per_batch=per_batch, patience=patience, warmup=warmup)
-    return len(means) if point is None else point
-
-
-def switch_point(
-    means: Sequence[float], *, per_batch: int, patience: int | None, warmup: int = 0
-) -> int | None:
-    """The trial count at which :func:`exploration_length`'s switch happens, or None (never)."""
-    best, since = math.inf, 0
-    for i, mean in enumerate(means):
-        best, since = stagnation_step(best, since, mean)
-        if (i // per_batch) * per_batch < warmup:
-            since = 0
-        if patience is not None and (i + 1) % per_batch == 0 and since >= patience:
-            return i + 1
-    return None
-
-
-def _copy_exploration(
-    work_dir: str,
-    records: list[ms.database.TuningRecord],
-    trials: list[dict[str, Any]],
-    *,
-    mod: tvm.IRModule,
-) -> None:
-    """Start a droplet variant from another run's first records and trial lines.
-
-    They are copied, so the variant explores nothing itself (its ``num_evolutionary_trials`` is
-    their number) and starts its descent from the same explored kernels: the ablation compares
-    descents, not exploration luck, and a variant that starts from evolutionary's trials
-    continues evolutionary's own trajectory.
-    """
-    # The trial lines first, the records last: a copy cut short is redone (the trial file is
-    # rewritten) until the database exists, and is never committed twice.
-    with open(os.path.join(work_dir, "trials.jsonl"), "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(t) + "\n" for t in trials))
-    db = ms.database.JSONDatabase(work_dir=work_dir)
-    workload_entry = db.commit_workload(mod)
-    for rec in records:
-        db.commit_tuning_record(
-            ms.database.TuningRecord(
-                rec.trace, workload_entry, rec.run_secs, rec.target, rec.args_info
-            )
-        )
 
 
 def _kernel_record(work_dir: str, db: ms.database.Database, wl: Any) -> Any:
