@@ -290,6 +290,8 @@ def _switch_after(work_dir) -> int:
     return int(found[0])
 
 
+# Two tunings of 128 fake trials with a real XGBModel (the slowest test without real runs): slow.
+@pytest.mark.tuning
 def test_stagnation_counts_only_after_the_cost_models_warm_up(matmul64, target, tmp_path):
     # stagnation_trials=1: the first explored batch whose last trial gains nothing ends the
     # exploration, unless that batch arrived while the cost model was warming up.
@@ -478,6 +480,8 @@ def test_other_build_errors_do_not_blame_timeouts(matmul64, target, tmp_path):
     assert "every build of this batch" not in log
 
 
+# 160 fake trials and two EvolutionarySearches evolving beside the descent: slow.
+@pytest.mark.tuning
 def test_explore_share_mixes_evolutionary_candidates_into_descent_batches(
     matmul64, target, tmp_path
 ):
