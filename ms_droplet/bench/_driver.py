@@ -39,7 +39,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 
-from .._database import DATABASE_FILES, check_database, repair_database
+from .._database import DATABASE_FILES
 from .._evaluate import measure_interleaved, numpy_matmul_timer
 from .._factories import machine_info
 from .._lock import WorkDirLocked, lock_work_dir
@@ -59,6 +59,7 @@ from ._config import AA_CONTROL, EVOLUTIONARY_AT_B, VARIANT_PREFIX, BenchConfig,
 from ._exploration_copy import copy_exploration, exploration_to_copy
 from ._layout import (
     lock_folder,
+    open_run_database,
     read_trials,
     remeasure_path,
     run_dir,
@@ -211,18 +212,6 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="run", disable=not enabled, dynamic_ncols=True)
 
 
-def _open_database(work_dir: str, *, locked: bool = False) -> ms.database.JSONDatabase:
-    """The run's JSON database, after dropping a truncated last line (``locked``: we hold
-    the run dir's lock already)."""
-    problems = check_database(work_dir)
-    if problems:
-        # A run killed mid-write leaves a truncated last line: drop it (a backup is kept).
-        # Broken lines elsewhere make repair_database raise, and nothing is changed.
-        for backup in repair_database(work_dir, lock=not locked):
-            logger.warning("dropped a truncated database line; the original is %s", backup)
-    return ms.database.JSONDatabase(work_dir=work_dir)
-
-
 def _num_records(db: ms.database.JSONDatabase) -> int:
     return len(db.get_all_tuning_records())
 
@@ -289,9 +278,7 @@ def _tune_locked_run(
     is_droplet = strategy == "droplet" or strategy.startswith(VARIANT_PREFIX)
     settings = config.droplet_settings(strategy) if is_droplet else {}
     if strategy.startswith(VARIANT_PREFIX):
-        explored = exploration_to_copy(
-            source_dir, config, strategy, mod=mod, open_database=_open_database
-        )
+        explored = exploration_to_copy(source_dir, config, strategy, mod=mod)
         if explored is not None:
             records, trials, explore_on = explored
             if not os.path.exists(os.path.join(work_dir, DATABASE_FILES[1])):
@@ -300,7 +287,7 @@ def _tune_locked_run(
                 settings["num_evolutionary_trials"] = len(records)  # the descent starts at once
     prior = read_trials(trials_path)
     log = TrialLog(trials_path, wall_offset=float(prior[-1]["wall_s"]) if prior else 0.0)
-    done = _num_records(_open_database(work_dir, locked=True))
+    done = _num_records(open_run_database(work_dir, locked=True))
     explore_budget = (
         config.num_evolutionary_trials if strategy == "post_opt" else config.budget(strategy)
     )
@@ -329,7 +316,7 @@ def _tune_locked_run(
         )
     error = None
     explored = (
-        _num_records(_open_database(work_dir, locked=True)) if strategy == "post_opt" else None
+        _num_records(open_run_database(work_dir, locked=True)) if strategy == "post_opt" else None
     )
     if explored is not None and explored <= config.num_evolutionary_trials:
         # (More records mean PostOpt appended its best one: it finished before a crash.)
@@ -348,7 +335,7 @@ def _tune_locked_run(
     if summaries:
         write_picks(work_dir, search.picks)
     trials = read_trials(trials_path)
-    db = _open_database(work_dir, locked=True)
+    db = open_run_database(work_dir, locked=True)
     best = _kernel_record(work_dir, db, find_workload(db, mod))
     best_ms = None if best is None else 1e3 * (latency(best.run_secs) or 0.0)
     write_json(
@@ -429,7 +416,7 @@ def _remeasure(
         os.replace(path, f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
     names, kernels, missing = [], [], {}
     for strategy in finished:
-        db = _open_database(run_dir(out, workload, strategy, seed))
+        db = open_run_database(run_dir(out, workload, strategy, seed))
         wl = find_workload(db, mod)
         best = _kernel_record(run_dir(out, workload, strategy, seed), db, wl)
         if best is None:

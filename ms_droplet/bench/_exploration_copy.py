@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import tvm
@@ -40,7 +40,7 @@ from tvm.s_tir import meta_schedule as ms
 from .._records import find_workload, first_records, is_failure, latency
 from .._strategy import DropletStrategy, stagnation_step
 from ._config import BenchConfig
-from ._layout import read_trials
+from ._layout import open_run_database, read_trials
 
 __all__ = ["copy_exploration", "exploration_length", "exploration_to_copy", "switch_point"]
 
@@ -58,7 +58,6 @@ def exploration_to_copy(
     strategy: str,
     *,
     mod: tvm.IRModule,
-    open_database: Callable[[str], ms.database.Database],
 ) -> tuple[list[ms.database.TuningRecord], list[dict[str, Any]], bool] | None:
     """The first records and trial lines of ``source`` a variant starts from, or None (it explores).
 
@@ -83,9 +82,6 @@ def exploration_to_copy(
         The variant (``droplet-*``).
     mod : IRModule
         The workload, to find in the source run's database.
-    open_database : Callable[[str], Database]
-        Opens a run's database from its work dir (the driver's, which first drops a truncated
-        last line); called only once ``source`` holds a finished run.
 
     Returns
     -------
@@ -101,7 +97,7 @@ def exploration_to_copy(
         return None
     whose = "droplet" if config.start_from(strategy) == "droplet" else strategy
     patience, warmup = _switch_rule(config, whose)
-    wl = find_workload(open_database(source), mod)
+    wl = find_workload(open_run_database(source), mod)
     n = config.num_evolutionary_trials
     records = [] if wl is None else first_records(source, wl, n)
     trials = read_trials(os.path.join(source, "trials.jsonl"))[:n]

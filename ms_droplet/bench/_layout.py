@@ -41,15 +41,20 @@ and ``-`` replaced by ``_`` (``matmul:512,512,512`` becomes ``matmul_512_512_512
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._database import check_database, repair_database
 from .._files import write_json as _write_json
 from .._lock import WorkDirLock, WorkDirLocked, lock_work_dir
 from ._config import FIXED_SETTINGS, STRATEGIES, BenchError
+
+if TYPE_CHECKING:
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
 
 __all__ = [
     "Remeasure",
@@ -59,6 +64,7 @@ __all__ = [
     "load_remeasures",
     "load_runs",
     "lock_folder",
+    "open_run_database",
     "read_trials",
     "remeasure_path",
     "run_dir",
@@ -66,6 +72,8 @@ __all__ = [
     "write_bench_json",
     "write_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _BACKUP = re.compile(r"\.bak-\d{8}-\d{6}")
@@ -149,6 +157,20 @@ class Remeasure:
     samples: dict[str, list[float]]
     rounds: int = 0
     missing: dict[str, str] = field(default_factory=dict)
+
+
+def open_run_database(work_dir: str, *, locked: bool = False) -> JSONDatabase:
+    """A run's JSON database, after dropping a truncated last line (``locked``: the caller
+    holds the run dir's lock already)."""
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+
+    problems = check_database(work_dir)
+    if problems:
+        # A run killed mid-write leaves a truncated last line: drop it (a backup is kept).
+        # Broken lines elsewhere make repair_database raise, and nothing is changed.
+        for backup in repair_database(work_dir, lock=not locked):
+            logger.warning("dropped a truncated database line; the original is %s", backup)
+    return JSONDatabase(work_dir=work_dir)
 
 
 def _read_json(path: str) -> Any:
