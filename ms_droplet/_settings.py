@@ -48,6 +48,7 @@ def check_settings(
     restart_trials: Any,
     final_trials: Any,
     explore_share: Any,
+    explore_pool: Any,
     combine_best: Any,
     retile: Any,
     when_converged: Any,
@@ -95,6 +96,7 @@ def check_settings(
         or not 0.0 <= explore_share < 1.0
     ):
         raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
+    check_optional_int("explore_pool", explore_pool, 0, optional=False)
     if when_converged not in ("explore", "stop"):
         raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
     unknown = sorted(set(evolutionary or {}) - set(EVOLUTIONARY_KEYS))

@@ -40,7 +40,7 @@ from ._proposals import Neighbour
 from ._records import best_of, is_failure, latency, samples_of
 from ._run_state import RunState, WhenConverged
 from ._settings import check_settings
-from ._strategy_descent import start_descent
+from ._strategy_descent import cost_model_scores, start_descent
 from ._strategy_final import final_batch, pick_record, take_final
 from ._strategy_log import log_final_pick, warn_if_all_timed_out
 
@@ -55,6 +55,9 @@ __all__ = ["DropletStrategy", "stagnation_step"]
 
 #: The most records of the database a resumed tuning trains the cost model on.
 _PRETRAIN_RECORDS = 512
+#: Records before a warming ``XGBModel``'s booster picks among ``explore_pool`` candidates
+#: (without ``rank_min_records``).
+_POOL_MIN_RECORDS = 16
 
 
 @derived_object
@@ -122,6 +125,13 @@ class DropletStrategy(PySearchStrategy):
         candidates are measured beside the incumbent's controls like neighbours, and one that
         is significantly faster is confirmed and jumped to. 0: descent batches hold only the
         incumbent's neighbourhood.
+    explore_pool : int
+        With ``explore_share``: the running EvolutionarySearch proposes this many candidates
+        for each descent batch and the task's cost model keeps the share it scores best (while
+        TVM's ``XGBModel`` warms up, its booster from ``rank_min_records`` records on, 16 if
+        that is None: a booster trained on 32 records picks well among such diverse candidates,
+        see docs/benchmarks.md); candidates it does not keep are not measured. 0: the
+        EvolutionarySearch proposes just the share (its own pick).
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
         the budget, counting the workload's records already in the database, half of the
@@ -171,6 +181,7 @@ class DropletStrategy(PySearchStrategy):
         when_converged: WhenConverged = "explore",
         restart_trials: int | None = None,
         explore_share: float = 0.0,
+        explore_pool: int = 0,
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
@@ -190,6 +201,7 @@ class DropletStrategy(PySearchStrategy):
             combine_best=combine_best,
             retile=retile,
             explore_share=explore_share,
+            explore_pool=explore_pool,
             when_converged=when_converged,
             evolutionary=evolutionary,
             flags={
@@ -217,6 +229,7 @@ class DropletStrategy(PySearchStrategy):
         self.when_converged: WhenConverged = when_converged
         self.restart_trials = restart_trials
         self.explore_share = float(explore_share)
+        self.explore_pool = explore_pool
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
@@ -291,6 +304,7 @@ class DropletStrategy(PySearchStrategy):
             "when_converged": self.when_converged,
             "restart_trials": self.restart_trials,
             "explore_share": self.explore_share,
+            "explore_pool": self.explore_pool,
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,
@@ -543,6 +557,7 @@ class DropletStrategy(PySearchStrategy):
         if cands is None or len(cands) == 0:
             self._stop_side_exploration(run)
             return
+        cands = self._keep_best_offered(run, list(cands))
         run.offered = {trace_key(cand.sch.trace): cand for cand in cands}
         for cand in run.offered.values():
             run.cache.claim(cand.sch)
@@ -550,11 +565,38 @@ class DropletStrategy(PySearchStrategy):
             Neighbour("evolutionary", cand.sch, key) for key, cand in run.offered.items()
         )
 
+    def _keep_best_offered(self, run: RunState, cands: list[MeasureCandidate]) -> list:
+        """With ``explore_pool``: the share of ``cands`` the cost model scores best."""
+        share = self._side_share(run)
+        if len(cands) <= share:
+            return cands
+        assert self._context is not None
+        begin = time.perf_counter()
+        min_records = self.rank_min_records or _POOL_MIN_RECORDS
+        scores = cost_model_scores(run.cost_model, self._context, cands, min_records=min_records)
+        run.own_seconds += time.perf_counter() - begin
+        if scores is None:  # random numbers while warming up: keep EvolutionarySearch's order
+            return cands[:share]
+        order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
+        run.logger.info(
+            "Droplet: the cost model keeps %d of %d exploration candidate(s) for the batch",
+            share,
+            len(cands),
+        )
+        return [cands[i] for i in order[:share]]
+
+    def _side_share(self, run: RunState) -> int:
+        """Slots of each descent batch that go to the side exploration."""
+        return round(self.explore_share * run.num_trials_per_iter)
+
     def _start_side_exploration(self, run: RunState) -> None:
-        share = round(self.explore_share * run.num_trials_per_iter)
+        share = self._side_share(run)
         if share < 1 or self._evo is None:
             return
-        self._evo.pre_tuning(run.max_trials, share, run.design_spaces, run.database, run.cost_model)
+        proposed = max(share, self.explore_pool)
+        self._evo.pre_tuning(
+            run.max_trials, proposed, run.design_spaces, run.database, run.cost_model
+        )
         run.side_evo = True
 
     def _stop_side_exploration(self, run: RunState) -> None:

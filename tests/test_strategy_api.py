@@ -80,6 +80,8 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"combine_best": 1}, ValueError, "combine_best"),
         ({"retile": -1}, ValueError, "retile"),
         ({"retile": 2.5}, ValueError, "retile"),
+        ({"explore_pool": -1}, ValueError, "explore_pool"),
+        ({"explore_pool": 1.5}, ValueError, "explore_pool"),
         ({"confirm": "false"}, TypeError, "confirm must be True or False"),
         ({"rank_neighbours": 0}, TypeError, "rank_neighbours"),
         ({"speculate": None}, TypeError, "speculate"),

@@ -637,3 +637,57 @@ def test_the_last_batch_before_the_final_one_holds_no_control(
         assert last[0] == last[1] == incumbent and last.count(incumbent) >= 4, last
         assert incumbent in explored
     assert set(final) <= set(explored) | set(last)
+
+
+def test_explore_pool_measures_the_exploration_candidates_the_cost_model_scores_best(
+    matmul64, target, tmp_path
+):
+    from tvm.ir.utils import derived_object
+
+    calls: list[list[tuple[int, float]]] = []
+
+    @derived_object
+    class HashScoreModel(ms.cost_model.PyCostModel):
+        """Scores a candidate by its kernel's hash; records every call."""
+
+        def load(self, path: str) -> None:
+            pass
+
+        def save(self, path: str) -> None:
+            pass
+
+        def update(self, context, candidates, results) -> None:
+            pass
+
+        def predict(self, context, candidates):
+            import numpy as np
+
+            hashes = [_module_hash(matmul64, c.sch.trace) for c in candidates]
+            scores = [(h % 1000) / 1000.0 for h in hashes]
+            calls.append(list(zip(hashes, scores, strict=True)))
+            return np.array(scores, dtype="float64")
+
+    strategies: list = []
+    _, runner = _tune(
+        matmul64,
+        target,
+        tmp_path,
+        trials=64,
+        explore_share=0.25,
+        explore_pool=16,
+        strategies=strategies,
+        cost_model=HashScoreModel(),
+        final_trials=0,
+    )
+    (summary,) = strategies[0].summaries
+    assert summary["side_trials"] > 0, summary
+    measured = {h for batch in runner.batches for h in batch}
+    # Each pool of 16 candidates scored (the only calls of 16 here: the exploration batches
+    # score populations of 64): its 4 best-scored (a quarter of the 16 slots) were measured;
+    # of the other 12 only those the descent measured as neighbours (or a later batch) were.
+    pools = [[h for h, _ in sorted(c, key=lambda hs: -hs[1])] for c in calls if len(c) == 16]
+    assert len(pools) >= 1 and summary["side_trials"] >= 4, (len(pools), summary)
+    for ranked in pools:
+        assert set(ranked[:4]) <= measured, "a candidate the cost model kept was not measured"
+    dropped = sum(len(set(ranked[4:]) & measured) for ranked in pools)
+    assert dropped < 6 * len(pools), "the candidates the cost model dropped were measured"
