@@ -125,6 +125,11 @@ class DropletStrategy(PySearchStrategy):
         candidates are measured beside the incumbent's controls like neighbours, and one that
         is significantly faster is confirmed and jumped to. 0: descent batches hold only the
         incumbent's neighbourhood.
+    descent_batch : int, optional
+        The most candidates of one descent batch (controls count), e.g. 12 to split a
+        small budget's 24 descent trials into two batches, the second from the first's
+        challenger (confirmed beside its own neighbours) or the incumbent's next neighbours.
+        None: ``num_trials_per_iter`` of the tuning.
     explore_pool : int
         With ``explore_share``: the running EvolutionarySearch proposes this many candidates
         for each descent batch and the task's cost model keeps the share it scores best (while
@@ -182,6 +187,7 @@ class DropletStrategy(PySearchStrategy):
         restart_trials: int | None = None,
         explore_share: float = 0.0,
         explore_pool: int = 0,
+        descent_batch: int | None = None,
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
@@ -202,6 +208,7 @@ class DropletStrategy(PySearchStrategy):
             retile=retile,
             explore_share=explore_share,
             explore_pool=explore_pool,
+            descent_batch=descent_batch,
             when_converged=when_converged,
             evolutionary=evolutionary,
             flags={
@@ -230,6 +237,7 @@ class DropletStrategy(PySearchStrategy):
         self.restart_trials = restart_trials
         self.explore_share = float(explore_share)
         self.explore_pool = explore_pool
+        self.descent_batch = descent_batch
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
@@ -305,6 +313,7 @@ class DropletStrategy(PySearchStrategy):
             "restart_trials": self.restart_trials,
             "explore_share": self.explore_share,
             "explore_pool": self.explore_pool,
+            "descent_batch": self.descent_batch,
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,
@@ -510,7 +519,7 @@ class DropletStrategy(PySearchStrategy):
                     self._to_final(run)
                     continue
             assert run.descent is not None
-            batch_cap = min(run.num_trials_per_iter, spend)
+            batch_cap = min(run.num_trials_per_iter, self.descent_batch or spend, spend)
             if spend - batch_cap == 1 and batch_cap > 2:
                 batch_cap -= 1  # leave two trials, not one: a batch needs a control beside it
             if batch_cap < 2:

@@ -691,3 +691,21 @@ def test_explore_pool_measures_the_exploration_candidates_the_cost_model_scores_
         assert set(ranked[:4]) <= measured, "a candidate the cost model kept was not measured"
     dropped = sum(len(set(ranked[4:]) & measured) for ranked in pools)
     assert dropped < 6 * len(pools), "the candidates the cost model dropped were measured"
+
+
+def test_descent_batch_caps_every_descent_batch(matmul64, target, tmp_path):
+    strategies: list = []
+    _, runner = _tune(
+        matmul64,
+        target,
+        tmp_path,
+        trials=64,
+        descent_batch=6,
+        strategies=strategies,
+        final_trials=0,
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sum(sizes) == 64, sizes
+    assert sizes[0] == 16, "the exploration keeps num_trials_per_iter"
+    descent = _descent_batches(runner, 16)
+    assert len(descent) >= 8 and all(len(b) <= 6 for b in descent), sizes
