@@ -98,7 +98,7 @@ def check_settings(
     ):
         raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
     check_optional_int("explore_pool", explore_pool, 0, optional=False)
-    check_optional_int("descent_batch", descent_batch, 2)
+    check_optional_int("descent_batch", descent_batch, 4)
     if when_converged not in ("explore", "stop"):
         raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
     unknown = sorted(set(evolutionary or {}) - set(EVOLUTIONARY_KEYS))

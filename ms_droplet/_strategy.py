@@ -129,14 +129,16 @@ class DropletStrategy(PySearchStrategy):
         The most candidates of one descent batch (controls count), e.g. 12 to split a
         small budget's 24 descent trials into two batches, the second from the first's
         challenger (confirmed beside its own neighbours) or the incumbent's next neighbours.
-        None: ``num_trials_per_iter`` of the tuning.
+        At least 4; a confirmation batch needs about ``2 * max_challengers + 2`` slots to
+        carry neighbours beside its controls. None: ``num_trials_per_iter`` of the tuning.
     explore_pool : int
         With ``explore_share``: the running EvolutionarySearch proposes this many candidates
         for each descent batch and the task's cost model keeps the share it scores best (while
         TVM's ``XGBModel`` warms up, its booster from ``rank_min_records`` records on, 16 if
         that is None: a booster trained on 32 records picks well among such diverse candidates,
-        see docs/benchmarks.md); candidates it does not keep are not measured. 0: the
-        EvolutionarySearch proposes just the share (its own pick).
+        see docs/benchmarks.md); candidates it does not keep are not measured. 0 (or a pool
+        no larger than the share, or no ``explore_share``): the EvolutionarySearch proposes
+        just the share (its own pick).
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
         the budget, counting the workload's records already in the database, half of the
@@ -596,7 +598,8 @@ class DropletStrategy(PySearchStrategy):
 
     def _side_share(self, run: RunState) -> int:
         """Slots of each descent batch that go to the side exploration."""
-        return round(self.explore_share * run.num_trials_per_iter)
+        slots = min(run.num_trials_per_iter, self.descent_batch or run.num_trials_per_iter)
+        return round(self.explore_share * slots)
 
     def _start_side_exploration(self, run: RunState) -> None:
         share = self._side_share(run)

@@ -82,7 +82,7 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"retile": 2.5}, ValueError, "retile"),
         ({"explore_pool": -1}, ValueError, "explore_pool"),
         ({"explore_pool": 1.5}, ValueError, "explore_pool"),
-        ({"descent_batch": 1}, ValueError, "descent_batch"),
+        ({"descent_batch": 3}, ValueError, "descent_batch"),
         ({"confirm": "false"}, TypeError, "confirm must be True or False"),
         ({"rank_neighbours": 0}, TypeError, "rank_neighbours"),
         ({"speculate": None}, TypeError, "speculate"),
