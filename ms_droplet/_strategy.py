@@ -125,12 +125,6 @@ class DropletStrategy(PySearchStrategy):
         candidates are measured beside the incumbent's controls like neighbours, and one that
         is significantly faster is confirmed and jumped to. 0: descent batches hold only the
         incumbent's neighbourhood.
-    descent_batch : int, optional
-        The most candidates of one descent batch (controls count), e.g. 12 to split a
-        small budget's 24 descent trials into two batches, the second from the first's
-        challenger (confirmed beside its own neighbours) or the incumbent's next neighbours.
-        At least 4; a confirmation batch needs about ``2 * max_challengers + 2`` slots to
-        carry neighbours beside its controls. None: ``num_trials_per_iter`` of the tuning.
     explore_pool : int
         With ``explore_share``: the running EvolutionarySearch proposes this many candidates
         for each descent batch and the task's cost model keeps the share it scores best (while
@@ -139,6 +133,12 @@ class DropletStrategy(PySearchStrategy):
         see docs/benchmarks.md); candidates it does not keep are not measured. 0 (or a pool
         no larger than the share, or no ``explore_share``): the EvolutionarySearch proposes
         just the share (its own pick).
+    descent_batch : int, optional
+        The most candidates of one descent batch (controls count), e.g. 12 to split a
+        small budget's 24 descent trials into two batches, the second from the first's
+        challenger (confirmed beside its own neighbours) or the incumbent's next neighbours.
+        At least 4; a confirmation batch needs about ``2 * max_challengers + 2`` slots to
+        carry neighbours beside its controls. None: ``num_trials_per_iter`` of the tuning.
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
         the budget, counting the workload's records already in the database, half of the

@@ -677,6 +677,21 @@ def _record_pools(monkeypatch, mod) -> list:
     return pools
 
 
+def _tune_with_pool(mod, target, work_dir, cost_model, **kwargs):
+    """64 trials, a quarter of each descent batch of 16 kept from a pool of 16 by ``cost_model``."""
+    return _tune(
+        mod,
+        target,
+        work_dir,
+        trials=64,
+        explore_share=0.25,
+        explore_pool=16,
+        cost_model=cost_model,
+        final_trials=0,
+        **kwargs,
+    )
+
+
 def test_explore_pool_measures_the_exploration_candidates_the_cost_model_scores_best(
     matmul64, target, tmp_path, monkeypatch
 ):
@@ -684,16 +699,12 @@ def test_explore_pool_measures_the_exploration_candidates_the_cost_model_scores_
 
     pools = _record_pools(monkeypatch, matmul64)
     strategies: list = []
-    _, runner = _tune(
+    _, runner = _tune_with_pool(
         matmul64,
         target,
         tmp_path,
-        trials=64,
-        explore_share=0.25,
-        explore_pool=16,
+        derived_object(_HashScoreModel)(matmul64),
         strategies=strategies,
-        cost_model=derived_object(_HashScoreModel)(matmul64),
-        final_trials=0,
     )
     (summary,) = strategies[0].summaries
     measured = {h for batch in runner.batches for h in batch}
@@ -715,16 +726,7 @@ def test_explore_pool_asks_a_warming_xgbmodel_for_its_booster(
     matmul64, target, tmp_path, monkeypatch
 ):
     pools = _record_pools(monkeypatch, matmul64)
-    _tune(
-        matmul64,
-        target,
-        tmp_path,
-        trials=64,
-        explore_share=0.25,
-        explore_pool=16,
-        cost_model=ms.cost_model.XGBModel(num_warmup_samples=100),
-        final_trials=0,
-    )
+    _tune_with_pool(matmul64, target, tmp_path, ms.cost_model.XGBModel(num_warmup_samples=100))
     # 16 to 64 records: the model warms up (random numbers), its booster scores the pools
     assert pools and all(scores is not None for _, scores in pools), pools
     assert len({round(x, 6) for _, scores in pools for x in scores}) > 1
