@@ -211,4 +211,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     )
     add_target_args(p)
     add_measure_args(p, per_iter=32)
+    p.add_argument(
+        "--remeasure-again",
+        action="store_true",
+        help="re-measure every (workload, seed) whose runs are finished, even where a "
+        "re-measurement exists (it is kept as seed<S>.json.bak-*): a new process's numbers, to "
+        "see how far the paired ratios move between processes (the report's 'Between processes')",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

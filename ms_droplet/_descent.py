@@ -31,7 +31,8 @@ One round works like this:
   ``max_challengers`` at once); it is re-measured beside a control in the next batch
   (confirmation, an independent test at ``pvalue`` divided by the number of confirmations in the
   batch) and the incumbent moves only if it wins again; with ``confirm=False`` the move is
-  immediate;
+  immediate, to the fastest neighbour whose test passes at ``pvalue`` divided by the number of
+  neighbours compared in the batch (Bonferroni: the fastest of many is picked);
 * a confirmation travels with new candidates: the incumbent's remaining neighbours and, with
   ``speculate``, the challenger's own neighbours (compared with the challenger if it is confirmed);
 * without ranking, when all neighbours of a step were measured without a move the step widens up
@@ -90,7 +91,9 @@ class Descent(Generic[P]):
     max_step : int
         Largest step tried (widened to when no neighbour improves, or ranked at once).
     confirm : bool
-        Re-measure a winner beside the control before moving to it.
+        Re-measure a winner beside the control before moving to it. False: move at once to the
+        fastest neighbour significant at ``pvalue`` divided by the neighbours compared in the
+        batch.
     seen : MutableSet, optional
         Keys already measured or known invalid. The descent adds every key it proposes to this
         very set (it is not copied), so its owner sees what was proposed.
@@ -310,13 +313,21 @@ class Descent(Generic[P]):
         moved = self._observe_confirmations(proposals, res, controls, nearest_control)
         promising: list[tuple[Comparison, Neighbour, list[float], list[float]]] = []
         here = self._estimates.get(self._incumbent.key, 0.0)
-        for i, (prop, r) in enumerate(zip(proposals, res, strict=True)):
-            if prop.role != "explore" or r is None or prop.speculative:
-                continue
+        compared = [
+            i
+            for i, (prop, r) in enumerate(zip(proposals, res, strict=True))
+            if prop.role == "explore" and r is not None and not prop.speculative
+        ]
+        # A confirmation re-tests a challenger on its own; an immediate move takes the fastest
+        # of many tests, so each is held to the level divided by their number (Bonferroni).
+        alpha = self._pvalue if self._confirm else self._pvalue / max(1, len(compared))
+        for i in compared:
+            prop, r = proposals[i], res[i]
+            assert r is not None
             control = nearest_control(i)
             cmp = slot_comparison([i], controls, res) or compare(r, control)
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
-            if cmp.significant(self._pvalue) or (not cmp.testable and cmp.ratio < 1.0):
+            if cmp.significant(alpha) or (not cmp.testable and cmp.ratio < 1.0):
                 promising.append((cmp, prop.neighbour, r, control))
         promising.sort(key=lambda t: t[0].ratio)
         if moved is not None:

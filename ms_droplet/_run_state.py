@@ -68,6 +68,7 @@ class RunState:
     side_trials: int = 0  # its candidates measured in descent batches
     # its candidates in flight, by trace key
     offered: dict[str, MeasureCandidate] = field(default_factory=dict)
+    small: bool | None = None  # small-budget descents (small_budget_batch); set at the first one
     reserve: int = 0  # trials kept for the final batch until it is proposed
     past_incumbents: list[Neighbour] = field(default_factory=list)  # of converged descents
     final: tuple[list[Neighbour], list[int]] | None = None  # final batch in flight

@@ -50,6 +50,7 @@ def check_settings(
     explore_share: Any,
     explore_pool: Any,
     descent_batch: Any,
+    small_budget_batch: Any,
     combine_best: Any,
     retile: Any,
     when_converged: Any,
@@ -99,6 +100,7 @@ def check_settings(
         raise ValueError(f"explore_share must be a number in [0, 1), got {explore_share!r}")
     check_optional_int("explore_pool", explore_pool, 0, optional=False)
     check_optional_int("descent_batch", descent_batch, 4)
+    check_optional_int("small_budget_batch", small_budget_batch, 4)
     if when_converged not in ("explore", "stop"):
         raise ValueError(f'when_converged must be "explore" or "stop", got {when_converged!r}')
     unknown = sorted(set(evolutionary or {}) - set(EVOLUTIONARY_KEYS))

@@ -139,6 +139,17 @@ class DropletStrategy(PySearchStrategy):
         challenger (confirmed beside its own neighbours) or the incumbent's next neighbours.
         At least 4; a confirmation batch needs about ``2 * max_challengers + 2`` slots to
         carry neighbours beside its controls. None: ``num_trials_per_iter`` of the tuning.
+    small_budget_batch : int, optional
+        When a task's first descent starts with at most ``num_trials_per_iter`` trials left
+        before its final batch (a small budget, e.g. 24 of 64 trials with 32 explored), its
+        descents take more, smaller steps: batches of at most this many candidates (at least
+        4), one control at the head of each (``control_every=None``) and a move to the fastest
+        significantly faster neighbour at once (``confirm=False``: a confirmation batch would
+        take a third of such a budget; the final batch re-measures the last incumbent beside
+        the database's fastest records, the descent's start among them). The default 8 is what
+        the small-budget benchmark measured (docs/benchmarks.md). None: ``descent_batch``,
+        ``control_every`` and ``confirm`` apply as given at every budget; larger budgets
+        always use them.
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
         the budget, counting the workload's records already in the database, half of the
@@ -190,6 +201,7 @@ class DropletStrategy(PySearchStrategy):
         explore_share: float = 0.0,
         explore_pool: int = 0,
         descent_batch: int | None = None,
+        small_budget_batch: int | None = 8,
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
@@ -211,6 +223,7 @@ class DropletStrategy(PySearchStrategy):
             explore_share=explore_share,
             explore_pool=explore_pool,
             descent_batch=descent_batch,
+            small_budget_batch=small_budget_batch,
             when_converged=when_converged,
             evolutionary=evolutionary,
             flags={
@@ -240,6 +253,7 @@ class DropletStrategy(PySearchStrategy):
         self.explore_share = float(explore_share)
         self.explore_pool = explore_pool
         self.descent_batch = descent_batch
+        self.small_budget_batch = small_budget_batch
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
@@ -316,6 +330,7 @@ class DropletStrategy(PySearchStrategy):
             "explore_share": self.explore_share,
             "explore_pool": self.explore_pool,
             "descent_batch": self.descent_batch,
+            "small_budget_batch": self.small_budget_batch,
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,
@@ -517,11 +532,13 @@ class DropletStrategy(PySearchStrategy):
                     self._to_final(run)
                     continue
                 run.phase = "descent"
+                if run.small is None:
+                    self._choose_descent_mode(run, spend)
                 if not self._start_descent(run):
                     self._to_final(run)
                     continue
             assert run.descent is not None
-            batch_cap = min(run.num_trials_per_iter, self.descent_batch or spend, spend)
+            batch_cap = min(run.num_trials_per_iter, self._descent_cap(run) or spend, spend)
             if spend - batch_cap == 1 and batch_cap > 2:
                 batch_cap -= 1  # leave two trials, not one: a batch needs a control beside it
             if batch_cap < 2:
@@ -552,6 +569,23 @@ class DropletStrategy(PySearchStrategy):
             )
             self._start_exploring(run, slice_trials, adaptive=False)
         return None
+
+    def _choose_descent_mode(self, run: RunState, spend: int) -> None:
+        """Decide once per task, at its first descent, whether its budget is a small one."""
+        run.small = self.small_budget_batch is not None and spend <= run.num_trials_per_iter
+        if run.small:
+            run.logger.info(
+                "Droplet: a small budget (%d trial(s) to descend, at most one batch of %d): "
+                "descending in batches of %d, each with one control, moving without a "
+                "confirmation batch (small_budget_batch)",
+                spend,
+                run.num_trials_per_iter,
+                self.small_budget_batch,
+            )
+
+    def _descent_cap(self, run: RunState) -> int | None:
+        """The most candidates of one descent batch (None: no cap beyond the tuning's)."""
+        return self.small_budget_batch if run.small else self.descent_batch
 
     def _to_final(self, run: RunState) -> None:
         """End the search; the final batch comes next when trials are kept for it."""
@@ -598,7 +632,7 @@ class DropletStrategy(PySearchStrategy):
 
     def _side_share(self, run: RunState) -> int:
         """Slots of each descent batch that go to the side exploration."""
-        slots = min(run.num_trials_per_iter, self.descent_batch or run.num_trials_per_iter)
+        slots = min(run.num_trials_per_iter, self._descent_cap(run) or run.num_trials_per_iter)
         return round(self.explore_share * slots)
 
     def _start_side_exploration(self, run: RunState) -> None:

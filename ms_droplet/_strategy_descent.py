@@ -176,22 +176,24 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     def on_event(ev: DescentEvent) -> None:
         log_event(run.logger, ev)
 
+    # a small budget (see small_budget_batch): one control per batch, moves without confirmation
+    control_every = None if run.small else settings.control_every
     return Descent(
         Neighbour("start", sch, key),
         neighbours=neighbours,
         pvalue=settings.pvalue,
         max_step=settings.max_step,
-        confirm=settings.confirm,
+        confirm=settings.confirm and not run.small,
         seen=run.cache.seen,
         seed=run.cache.seed + run.num_descents - 1,
         max_control_failures=settings.max_control_failures,
         on_event=on_event,
         rank=rank,
-        control_every=settings.control_every,
+        control_every=control_every,
         max_challengers=settings.max_challengers,
         speculate=settings.speculate,
         fill=settings.speculate,
-        confirm_slots=2 if settings.control_every is not None else 1,
+        confirm_slots=2 if control_every is not None else 1,
         combine=combine if settings.combine_best >= 2 else None,
         combine_best=max(settings.combine_best, 2),
     )

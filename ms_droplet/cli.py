@@ -244,6 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             open_session=open_session,
             command=command,
             progress=not args.no_progress,
+            remeasure_again=args.remeasure_again,
             # The progress bar is the display; MetaSchedule's tables stay in the run's logs/.
             console_level=None if args.verbose else logging.WARNING,
         )

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -524,6 +525,17 @@ def test_tiny_bench_resumes_without_redoing_finished_work(tiny_bench, cli_warm_b
     stdout = _bench(out)
     assert "0 runs tuned, 3 found finished, 0 re-measured" in stdout
     assert {s: _db_lines(out, s) for s in STRATEGIES} == after
+    # --remeasure-again: a new re-measurement of the finished runs, the earlier one kept
+    path = remeasure_path(out, WORKLOAD, 0)
+    earlier = json.load(open(path))
+    stdout = _bench(out, "--remeasure-again")
+    assert "0 runs tuned, 3 found finished, 1 re-measured" in stdout
+    assert {s: _db_lines(out, s) for s in STRATEGIES} == after
+    (bak,) = glob.glob(f"{path}.bak-*")
+    assert json.load(open(bak)) == earlier
+    again = json.load(open(path))
+    assert set(again["samples"]) == set(earlier["samples"])
+    assert again["samples"] != earlier["samples"]
 
 
 @pytest.mark.tuning

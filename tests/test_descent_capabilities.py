@@ -440,3 +440,51 @@ def test_a_last_batch_still_confirms_a_pending_challenger() -> None:
 def test_a_last_batch_of_a_converged_descent_is_none() -> None:
     d = Descent(nb((0,)), neighbours=lambda p, s: [])
     assert d.converged and d.propose(8, last=True) is None
+
+
+# ---------------------------------------------------------------------------- immediate moves
+
+
+def _greedy(f, start, *, seed, pvalue=0.05, batches=20):
+    """A descent of the small-budget layout: batches of 8, one control each, no confirmation."""
+    d = Descent(
+        nb(start),
+        neighbours=box_neighbours(),
+        seed=seed,
+        pvalue=pvalue,
+        confirm=False,
+        control_every=None,
+    )
+    run(
+        d,
+        Runner(f, seed=seed, sigma=0.03, repeat=3),
+        max_batch=8,
+        max_batches=batches,
+        must_stop=False,
+    )
+    return d
+
+
+def test_immediate_moves_hold_the_fastest_of_many_tests_to_a_bonferroni_level() -> None:
+    # a flat landscape: each batch compares 7 neighbours with one control; the fastest of 7
+    # one-sided tests at 0.05 passes in about 30 % of batches, at 0.05 / 7 in under 5 %
+    batches = moves = 0
+    for seed in range(40):
+        d = _greedy(flat, (7, 7, 7, 7), seed=seed)
+        moves += len(d.moves)
+        batches += 20
+    assert moves <= 0.05 * batches, (moves, batches)
+    # the same runs at pvalue 0.35 (0.05 per test): the correction is what keeps them still
+    loose = sum(len(_greedy(flat, (7, 7, 7, 7), seed=s, pvalue=0.35).moves) for s in range(40))
+    assert loose > 2 * moves + 10, (loose, moves)
+
+
+def test_immediate_moves_walk_a_bowl() -> None:
+    truth = bowl(OPT)
+    start = (6, 2, 14, 9)  # L1 distance 10 from the optimum, 1.5x its latency
+    distances = [
+        l1(_greedy(truth, start, seed=s, batches=40).incumbent.point, OPT) for s in range(6)
+    ]
+    # Every run walks most of the way (from 10 steps away); the last steps gain 5-10 %, at the
+    # edge of what 3 samples against one control tell at 0.05 / 7, so runs stop 2-4 short.
+    assert max(distances) <= 4 and sum(distances) <= 15, distances

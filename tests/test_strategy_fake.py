@@ -609,9 +609,10 @@ def test_a_resumed_tuning_sizes_its_final_batch_by_the_whole_budget(matmul64, ta
 def test_the_last_batch_before_the_final_one_holds_no_control(
     matmul64, target, tmp_path, scout_last
 ):
-    # 64 trials: 32 explored, one descent batch of 24, the final batch of 8. No challenger of
-    # the descent batch could be confirmed, so with scout_last it holds 24 new neighbours and
-    # the final batch compares the fastest record with the incumbent.
+    # 64 trials: 32 explored, one descent batch of 24 (small_budget_batch=None: not split into
+    # batches of 8), the final batch of 8. No challenger of the descent batch could be
+    # confirmed, so with scout_last it holds 24 new neighbours and the final batch compares the
+    # fastest record with the incumbent.
     strategies: list = []
     _, runner = _tune(
         matmul64,
@@ -622,6 +623,7 @@ def test_the_last_batch_before_the_final_one_holds_no_control(
         evo_trials=32,
         strategies=strategies,
         scout_last=scout_last,
+        small_budget_batch=None,
     )
     sizes = [len(b) for b in runner.batches]
     assert sizes == [32, 24, 8], sizes
@@ -745,3 +747,60 @@ def test_descent_batch_caps_every_descent_batch(matmul64, target, tmp_path, fina
     if final_trials:
         descent = descent[:-1]  # the final batch re-measures its contenders, uncapped
     assert len(descent) >= 6 and all(len(b) <= 6 for b in descent), sizes
+
+
+def test_small_budget_descends_in_small_batches_and_moves_without_confirmation(
+    matmul64, target, tmp_path
+):
+    # 40 trials in batches of 32, 8 explored, no final batch (fewer than 8 trials for it): the
+    # descent has 32 trials, at most one batch, so it takes small steps: batches of 8, one
+    # control at the head of each, a move at once when a neighbour is significantly faster
+    strategies: list = []
+    _, runner = _tune(
+        matmul64, target, tmp_path, trials=40, per_iter=32, evo_trials=8, strategies=strategies
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sizes == [8, 8, 8, 8, 8], sizes
+    earlier = set(runner.batches[0])
+    for batch in runner.batches[1:]:
+        # nothing twice in a batch (no confirmation); only the head may be an earlier kernel
+        assert len(set(batch)) == len(batch), batch
+        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
+        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
+        earlier.update(batch)
+    (summary,) = strategies[0].summaries
+    assert summary["moves"] >= 1, "no move in the small-budget descent"
+    log = _log(tmp_path)
+    assert "a small budget (32 trial(s) to descend, at most one batch of 32)" in log
+    assert "re-measuring it beside the incumbent" not in log  # no confirmation batch
+
+
+def test_small_budget_batch_none_keeps_the_settings(matmul64, target, tmp_path):
+    # the same tuning with small_budget_batch=None: one wide descent batch, spread controls
+    _, runner = _tune(
+        matmul64, target, tmp_path, trials=40, per_iter=32, evo_trials=8, small_budget_batch=None
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sizes == [8, 32], sizes
+    assert Counter(runner.batches[1]).most_common(1)[0][1] >= 3  # the control recurs through it
+    assert "a small budget" not in _log(tmp_path)
+
+
+def test_small_budget_of_64_trials_ends_with_a_scout_and_the_final_batch(
+    matmul64, target, tmp_path
+):
+    # B=64 with 32 explored, as the small-budget benchmark: 24 trials in batches of 8, the last
+    # a scout (no control), then the final batch of 8 over kernels measured before
+    strategies: list = []
+    _, runner = _tune(
+        matmul64, target, tmp_path, trials=64, per_iter=32, evo_trials=32, strategies=strategies
+    )
+    sizes = [len(b) for b in runner.batches]
+    assert sizes == [32, 8, 8, 8, 8], sizes
+    explored, first, second, scout, final = runner.batches
+    assert first[0] in explored and second[0] in set(explored) | set(first)
+    assert not set(scout) & set(explored + first + second), "the scout re-measured a kernel"
+    assert set(final) <= set(explored + first + second + scout)
+    (summary,) = strategies[0].summaries
+    assert summary["final_batch"] is True
+    assert "Droplet: scouted: 8 of 8 neighbour(s) measured once, no control" in _log(tmp_path)

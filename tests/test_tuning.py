@@ -60,7 +60,7 @@ class RecordBatches(PyMeasureCallback):
         self.traces.extend(c.sch.trace for c in measure_candidates)
 
 
-def _tune(mod, target, work_dir, *, trials, per_iter, evo_trials, builder):
+def _tune(mod, target, work_dir, *, trials, per_iter, evo_trials, builder, **settings):
     recorder = RecordBatches()
     db = ms.tune_tir(
         mod,
@@ -74,6 +74,7 @@ def _tune(mod, target, work_dir, *, trials, per_iter, evo_trials, builder):
             # one descent: every record after the exploration is one coordinate from an earlier
             # one (exploring again after a convergence is tested with fakes and on the GPU)
             when_converged="stop",
+            **settings,
         ),
         builder=builder,
         runner=ms.runner.LocalRunner(
@@ -143,6 +144,7 @@ def test_matmul_with_local_builder(target, tmp_path, explored_matmul128):
         per_iter=16,
         evo_trials=16,
         builder=ms.builder.LocalBuilder(timeout_sec=120),
+        small_budget_batch=None,  # one batch of 16, not two of 8
     )
     assert len(rec.batches) == 1  # one build() call
     _check(db, rec, mod, 0, tmp_path, seeded=seeded)
@@ -208,3 +210,46 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_mat
     z = tvm.runtime.tensor(np.zeros((128, 128), dtype="float32"), dev)
     rt_mod["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(y, dev), z)
     np.testing.assert_allclose(z.numpy(), x @ y, rtol=1e-4, atol=1e-4)
+
+
+def test_small_budget_descent_with_real_runs(target, tmp_path, warm_builder, explored_matmul128):
+    # the session's 16 explored trials of a 128^3 matmul and 24 more in batches of 32 (too few
+    # for a final batch): the descent has at most one batch's trials, so it descends in batches
+    # of 8, each with one control at its head, with real builds and runs
+    shutil.copytree(explored_matmul128, tmp_path, dirs_exist_ok=True)
+    seeded = {
+        trace_key(r.trace)
+        for r in ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
+    }
+    mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
+    recorder = RecordBatches()
+    strategy = ms_droplet.DropletStrategy(
+        num_evolutionary_trials=16,
+        evolutionary={"population_size": 64, "genetic_num_iters": 2},
+    )
+    ms.tune_tir(
+        mod,
+        target,
+        str(tmp_path),
+        max_trials_global=24,
+        num_trials_per_iter=32,
+        strategy=strategy,
+        builder=warm_builder,
+        runner=ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=5),
+        ),
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
+        seed=11,
+    )
+    sizes = [len(b) for b in recorder.batches]
+    assert sizes == [8, 8, 8], sizes
+    earlier = set(seeded)
+    for batch in recorder.batches:
+        assert len(set(batch)) == len(batch), "a kernel twice in a batch: a confirmation"
+        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
+        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
+        earlier.update(batch)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "Droplet: a small budget (24 trial(s) to descend, at most one batch of 32)" in log
+    (summary,) = strategy.summaries
+    assert summary["descents"] >= 1 and summary["final_batch"] is False

@@ -84,6 +84,7 @@ def run_bench(
     command: str = "",
     progress: bool = True,
     console_level: int | None = None,
+    remeasure_again: bool = False,
 ) -> dict[str, int]:
     """Run (or resume) a benchmark into ``out``.
 
@@ -109,6 +110,9 @@ def run_bench(
     console_level : int, optional
         The level of MetaSchedule's console log, set before every run (MetaSchedule takes it
         from its logger's level, which its first run resets to DEBUG). None leaves it alone.
+    remeasure_again : bool
+        Re-measure every (workload, seed) whose runs are finished, also where a re-measurement
+        of all of them exists (kept as ``seed<S>.json.bak-*``): the numbers of a new process.
 
     Returns
     -------
@@ -138,6 +142,7 @@ def run_bench(
             open_session=open_session,
             progress=progress,
             console_level=console_level,
+            remeasure_again=remeasure_again,
         )
     finally:
         lock.release()
@@ -155,6 +160,7 @@ def _run_jobs(
     open_session: Callable[[], Any] | None,
     progress: bool,
     console_level: int | None,
+    remeasure_again: bool,
 ) -> dict[str, int]:
     """Tune every (workload, seed, strategy) of ``config`` in turn, re-measuring as they finish."""
     # Pay the one-time costs (TuneContext imports the tensor intrinsics, ~30 s here; the
@@ -200,6 +206,7 @@ def _run_jobs(
                     target=target,
                     open_session=open_session,
                     strategies=strategies,
+                    again=remeasure_again,
                 )
     finally:
         bar.close()
@@ -396,8 +403,12 @@ def _remeasure(
     target: tvm.target.Target,
     open_session: Callable[[], Any] | None,
     strategies: Sequence[str],
+    again: bool = False,
 ) -> int:
-    """Re-measure every strategy's best kernel of (workload, seed), interleaved; 1 if done now."""
+    """Re-measure every strategy's best kernel of (workload, seed), interleaved; 1 if done now.
+
+    A stored re-measurement that covers every finished strategy is kept, unless ``again``.
+    """
     path = remeasure_path(out, workload, seed)
     # Every strategy of the folder (earlier invocations may have run others) with a finished run.
     finished = [
@@ -410,9 +421,10 @@ def _remeasure(
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             stored = json.load(f)
-        if set(stored.get("samples", {})) | set(stored.get("missing", {})) >= set(finished):
+        covered = set(stored.get("samples", {})) | set(stored.get("missing", {}))
+        if covered >= set(finished) and not again:
             return 0
-        # A strategy finished since: compare all of them again, in one process.
+        # A strategy finished since (or again): compare all of them again, in one process.
         os.replace(path, f"{path}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
     names, kernels, missing = [], [], {}
     for strategy in finished:
