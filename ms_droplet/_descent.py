@@ -92,8 +92,7 @@ class Descent(Generic[P]):
         Largest step tried (widened to when no neighbour improves, or ranked at once).
     confirm : bool
         Re-measure a winner beside the control before moving to it. False: move at once to the
-        fastest neighbour significant at ``pvalue`` divided by the neighbours compared in the
-        batch.
+        fastest significantly faster neighbour (see ``correct_moves``).
     seen : MutableSet, optional
         Keys already measured or known invalid. The descent adds every key it proposes to this
         very set (it is not copied), so its owner sees what was proposed.
@@ -127,6 +126,9 @@ class Descent(Generic[P]):
         like neighbours) before it converges: interactions one-coordinate moves cannot see.
     combine_best : int
         How many of the incumbent's best measured neighbours ``combine`` pairs up (>= 2).
+    correct_moves : bool
+        With ``confirm=False``: hold each test of a batch to ``pvalue`` divided by the
+        neighbours compared in it (Bonferroni). False: ``pvalue`` per test.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class Descent(Generic[P]):
         confirm_slots: int = 1,
         combine: Callable[[Any, Sequence[Neighbour]], Iterable[Neighbour]] | None = None,
         combine_best: int = 8,
+        correct_moves: bool = True,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -162,6 +165,7 @@ class Descent(Generic[P]):
         self._pvalue = pvalue
         self._max_step = max_step
         self._confirm = confirm
+        self._correct_moves = correct_moves
         self._seen: MutableSet = seen if seen is not None else set()
         self._rng = random.Random(seed)
         self._max_control_failures = max_control_failures
@@ -320,7 +324,9 @@ class Descent(Generic[P]):
         ]
         # A confirmation re-tests a challenger on its own; an immediate move takes the fastest
         # of many tests, so each is held to the level divided by their number (Bonferroni).
-        alpha = self._pvalue if self._confirm else self._pvalue / max(1, len(compared))
+        alpha = self._pvalue
+        if not self._confirm and self._correct_moves:
+            alpha /= max(1, len(compared))
         for i in compared:
             prop, r = proposals[i], res[i]
             assert r is not None

@@ -196,4 +196,5 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         confirm_slots=2 if control_every is not None else 1,
         combine=combine if settings.combine_best >= 2 else None,
         combine_best=max(settings.combine_best, 2),
+        correct_moves=settings.correct_moves,
     )

@@ -20,7 +20,8 @@ Run from the repository root, e.g. ``python tuning_records/bench_small/scripts/p
 tuning_records/bench_small droplet-pool droplet-scout droplet-pool evolutionary@B`` (pairs of
 kernel names; needs scipy and ms_droplet). Each cell is the paired per-round ratio of the
 pair's latest re-measurement; the last row is the geometric mean over the pairs with its
-Student-t interval, how many pairs are below 1 and how many at or below 0.95.
+Student-t interval, how many pairs are below 1 and how many at or below 0.95. With ``--ci``
+(first argument) each cell also shows the pair's 95 % CI over its rounds.
 """
 
 import json
@@ -30,6 +31,9 @@ from pathlib import Path
 from ms_droplet._intervals import geomean_interval, paired_ratio
 
 args = sys.argv[1:]
+with_ci = bool(args) and args[0] == "--ci"
+if with_ci:
+    args.pop(0)
 root = Path(args.pop(0)) if args and Path(args[0]).is_dir() else Path(__file__).parents[1]
 comparisons = list(zip(args[::2], args[1::2], strict=True))
 print("| workload | seed | " + " | ".join(f"{a} / {b}" for a, b in comparisons) + " |")
@@ -44,7 +48,8 @@ for path in sorted((root / "remeasure").glob("*/seed*.json")):
     for col, (a, b) in zip(columns, comparisons, strict=True):
         r = paired_ratio(samples[a], samples[b], data["rounds"])
         col.append(r["ratio"])
-        cells.append(f"{r['ratio']:.3f}")
+        ci = f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if with_ci else ""
+        cells.append(f"{r['ratio']:.3f}{ci}")
     print(f"| `{path.parent.name}` | {path.stem[4:]} | " + " | ".join(cells) + " |")
 cells = []
 for col in columns:
