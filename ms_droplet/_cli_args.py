@@ -216,6 +216,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="re-measure every (workload, seed) whose runs are finished, even where a "
         "re-measurement exists (it is kept as seed<S>.json.bak-*): a new process's numbers, to "
-        "see how far the paired ratios move between processes (the report's 'Between processes')",
+        "see how far the paired ratios move between processes (the report's 'Between "
+        "processes'); every invocation with it re-measures every finished pair again",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

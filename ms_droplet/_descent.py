@@ -32,7 +32,8 @@ One round works like this:
   (confirmation, an independent test at ``pvalue`` divided by the number of confirmations in the
   batch) and the incumbent moves only if it wins again; with ``confirm=False`` the move is
   immediate, to the fastest neighbour whose test passes at ``pvalue`` divided by the number of
-  neighbours compared in the batch (Bonferroni: the fastest of many is picked);
+  neighbours compared in the batch (Bonferroni: the fastest of many is picked; ``pvalue`` per
+  test with ``correct_moves=False``);
 * a confirmation travels with new candidates: the incumbent's remaining neighbours and, with
   ``speculate``, the challenger's own neighbours (compared with the challenger if it is confirmed);
 * without ranking, when all neighbours of a step were measured without a move the step widens up

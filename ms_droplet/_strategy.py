@@ -147,7 +147,8 @@ class DropletStrategy(PySearchStrategy):
         significantly faster neighbour at once (``confirm=False``: a confirmation batch would
         take a third of such a budget; the final batch re-measures the last incumbent beside
         the database's fastest records, the descent's start among them). The default 8 is what
-        the small-budget benchmark measured (docs/benchmarks.md). None: ``descent_batch``,
+        the small-budget benchmark measured (docs/benchmarks.md); a smaller ``descent_batch``
+        caps it further. None: ``descent_batch``,
         ``control_every`` and ``confirm`` apply as given at every budget; larger budgets
         always use them.
     correct_moves : bool
@@ -557,7 +558,8 @@ class DropletStrategy(PySearchStrategy):
             self._offer_exploration(run)
             start = time.perf_counter()
             # the last descent batch before a final batch: its challengers could never be
-            # confirmed, so with scout_last it holds neighbours only (the final batch decides)
+            # confirmed (nor, with immediate moves, descended from), so with scout_last it holds
+            # neighbours only (the final batch decides)
             last = self.scout_last and run.reserve > 0 and spend - batch_cap < 2
             proposals = run.descent.propose(batch_cap, last=last)
             run.own_seconds += time.perf_counter() - start
@@ -595,7 +597,9 @@ class DropletStrategy(PySearchStrategy):
 
     def _descent_cap(self, run: RunState) -> int | None:
         """The most candidates of one descent batch (None: no cap beyond the tuning's)."""
-        return self.small_budget_batch if run.small else self.descent_batch
+        if run.small and self.small_budget_batch is not None:
+            return min(self.small_budget_batch, self.descent_batch or self.small_budget_batch)
+        return self.descent_batch
 
     def _to_final(self, run: RunState) -> None:
         """End the search; the final batch comes next when trials are kept for it."""

@@ -111,6 +111,16 @@ def test_clone_copies_settings_only():
     assert isinstance(c, ms.search_strategy.SearchStrategy)
 
 
+def test_every_setting_is_carried_to_clones():
+    # clone() rebuilds the strategy from _settings(): a setting missing there would be lost
+    import inspect
+
+    params = set(inspect.signature(DropletStrategy).parameters)
+    settings = DropletStrategy(small_budget_batch=None, correct_moves=False)._settings()
+    assert set(settings) == params
+    assert settings["small_budget_batch"] is None and settings["correct_moves"] is False
+
+
 def test_wrong_call_order_is_a_precise_error(matmul64, target):
     s = DropletStrategy(num_evolutionary_trials=4)
     with pytest.raises(RuntimeError, match="before pre_tuning"):

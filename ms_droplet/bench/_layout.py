@@ -32,7 +32,8 @@ memory::
                                                      strategy's best kernel (and numpy's matmul)
     DIR/remeasure/<workload>/seed<S>.json.bak-<time> earlier re-measurements (each in a process
                                                      of its own), kept when a strategy finished
-                                                     later: the between-process noise
+                                                     later or with --remeasure-again: the
+                                                     between-process noise
 
 ``<workload>`` is the workload spec with characters other than letters, digits, ``.``, ``_``
 and ``-`` replaced by ``_`` (``matmul:512,512,512`` becomes ``matmul_512_512_512``).
@@ -266,7 +267,7 @@ def load_earlier_remeasures(out: str) -> dict[tuple[str, int], list[Remeasure]]:
     """The earlier re-measurements (``seed<S>.json.bak-*``) per (workload, seed), oldest first.
 
     Each was made in a process of its own, with kernels built anew, before a strategy that
-    finished later made the bench re-measure everything again.
+    finished later (or ``--remeasure-again``) made the bench re-measure everything again.
     """
     bench = load_bench(out)
     found: dict[tuple[str, int], list[Remeasure]] = {}
