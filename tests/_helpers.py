@@ -156,3 +156,16 @@ def assert_only_controls_and_confirmations_repeat(
     for k in set(batch) - {control}:
         n = batch.count(k)
         assert n == 1 or (n == 2 and k in earlier), "a candidate was measured twice in a batch"
+
+
+def assert_one_control_at_the_head(batches: list[list], earlier: set) -> None:
+    """The small-budget layout (one control, immediate moves) over descent batches of keys.
+
+    Each batch opens with an earlier kernel (the incumbent as its control), holds nothing twice
+    (no confirmation) and measures no other earlier kernel. ``earlier`` grows with each batch.
+    """
+    for batch in batches:
+        assert len(set(batch)) == len(batch), f"a kernel twice in a batch: {batch}"
+        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
+        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
+        earlier.update(batch)

@@ -41,6 +41,7 @@ from ms_droplet._decisions import moves, trace_key
 from ms_droplet._records import samples_of, scheduled_module
 
 from ._fakes import HashBuilder, LandscapeRunner
+from ._helpers import assert_one_control_at_the_head
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 
 EVO = {"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2}
@@ -761,13 +762,7 @@ def test_small_budget_descends_in_small_batches_and_moves_without_confirmation(
     )
     sizes = [len(b) for b in runner.batches]
     assert sizes == [8, 8, 8, 8, 8], sizes
-    earlier = set(runner.batches[0])
-    for batch in runner.batches[1:]:
-        # nothing twice in a batch (no confirmation); only the head may be an earlier kernel
-        assert len(set(batch)) == len(batch), batch
-        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
-        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
-        earlier.update(batch)
+    assert_one_control_at_the_head(runner.batches[1:], set(runner.batches[0]))
     (summary,) = strategies[0].summaries
     assert summary["moves"] >= 1, "no move in the small-budget descent"
     log = _log(tmp_path)

@@ -40,7 +40,7 @@ import ms_droplet
 from ms_droplet._decisions import trace_key
 from ms_droplet._records import samples_of
 
-from ._helpers import assert_only_controls_and_confirmations_repeat
+from ._helpers import assert_one_control_at_the_head, assert_only_controls_and_confirmations_repeat
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 
 pytestmark = pytest.mark.tuning
@@ -158,10 +158,13 @@ def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):
     _check(db, rec, mod, 8, tmp_path)
 
 
-def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_matmul128):
-    # the session's 16 explored trials of a 128^3 matmul and 48 more: an eighth of the 64 is
-    # kept for the final batch, two contenders in four rotating rounds, real builds and runs
-    shutil.copytree(explored_matmul128, tmp_path, dirs_exist_ok=True)
+def _continue_explored_matmul(target, work_dir, builder, explored, *, trials, per_iter):
+    """Tune the 128^3 matmul on from the session's 16 explored records (they count toward the
+    16 exploration trials, so the descent starts at once), with the default settings otherwise.
+
+    Returns the module, the database, the batch recorder and the strategy.
+    """
+    shutil.copytree(explored, work_dir, dirs_exist_ok=True)
     mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
     recorder = RecordBatches()
     strategy = ms_droplet.DropletStrategy(
@@ -171,16 +174,25 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_mat
     db = ms.tune_tir(
         mod,
         target,
-        str(tmp_path),
-        max_trials_global=48,
-        num_trials_per_iter=16,
+        str(work_dir),
+        max_trials_global=trials,
+        num_trials_per_iter=per_iter,
         strategy=strategy,
-        builder=warm_builder,
+        builder=builder,
         runner=ms.runner.LocalRunner(
             evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=5),
         ),
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
         seed=11,
+    )
+    return mod, db, recorder, strategy
+
+
+def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_matmul128):
+    # the session's 16 explored trials of a 128^3 matmul and 48 more: an eighth of the 64 is
+    # kept for the final batch, two contenders in four rotating rounds, real builds and runs
+    mod, db, recorder, strategy = _continue_explored_matmul(
+        target, tmp_path, warm_builder, explored_matmul128, trials=48, per_iter=16
     )
     assert sum(len(b) for b in recorder.batches) == 48
     final = recorder.batches[-1]
@@ -216,39 +228,16 @@ def test_small_budget_descent_with_real_runs(target, tmp_path, warm_builder, exp
     # the session's 16 explored trials of a 128^3 matmul and 24 more in batches of 32 (too few
     # for a final batch): the descent has at most one batch's trials, so it descends in batches
     # of 8, each with one control at its head, with real builds and runs
-    shutil.copytree(explored_matmul128, tmp_path, dirs_exist_ok=True)
     seeded = {
         trace_key(r.trace)
-        for r in ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()
+        for r in ms.database.JSONDatabase(work_dir=str(explored_matmul128)).get_all_tuning_records()
     }
-    mod = te.create_prim_func(te_workload.matmul(128, 128, 128))
-    recorder = RecordBatches()
-    strategy = ms_droplet.DropletStrategy(
-        num_evolutionary_trials=16,
-        evolutionary={"population_size": 64, "genetic_num_iters": 2},
-    )
-    ms.tune_tir(
-        mod,
-        target,
-        str(tmp_path),
-        max_trials_global=24,
-        num_trials_per_iter=32,
-        strategy=strategy,
-        builder=warm_builder,
-        runner=ms.runner.LocalRunner(
-            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=5),
-        ),
-        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), recorder],
-        seed=11,
+    _, _, recorder, strategy = _continue_explored_matmul(
+        target, tmp_path, warm_builder, explored_matmul128, trials=24, per_iter=32
     )
     sizes = [len(b) for b in recorder.batches]
     assert sizes == [8, 8, 8], sizes
-    earlier = set(seeded)
-    for batch in recorder.batches:
-        assert len(set(batch)) == len(batch), "a kernel twice in a batch: a confirmation"
-        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
-        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
-        earlier.update(batch)
+    assert_one_control_at_the_head(recorder.batches, seeded)
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert "Droplet: a small budget (24 trial(s) to descend, at most one batch of 32)" in log
     (summary,) = strategy.summaries
