@@ -130,6 +130,13 @@ class Descent(Generic[P]):
     correct_moves : bool
         With ``confirm=False``: hold each test of a batch to ``pvalue`` divided by the
         neighbours compared in it (Bonferroni). False: ``pvalue`` per test.
+    carry : bool
+        After a move, measure first the moves (neighbour ``coordinate`` labels, which name a
+        change relative to the point) that were faster at the previous incumbent: the move
+        itself repeated, then the others, fastest first; those that were slower go last. A
+        pattern move and the other coordinates' gains, applied to the new incumbent; only the
+        order of its neighbours changes (with ``rank``, the model re-orders them after the
+        first batch).
     """
 
     def __init__(
@@ -153,6 +160,7 @@ class Descent(Generic[P]):
         combine: Callable[[Any, Sequence[Neighbour]], Iterable[Neighbour]] | None = None,
         combine_best: int = 8,
         correct_moves: bool = True,
+        carry: bool = False,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -167,6 +175,9 @@ class Descent(Generic[P]):
         self._max_step = max_step
         self._confirm = confirm
         self._correct_moves = correct_moves
+        self._carry = carry
+        self._carried: list[str] = []  # labels faster at the previous incumbent, best first
+        self._slower: set[str] = set()  # ... and those slower there
         self._seen: MutableSet = seen if seen is not None else set()
         self._rng = random.Random(seed)
         self._max_control_failures = max_control_failures
@@ -538,6 +549,8 @@ class Descent(Generic[P]):
 
     def _move(self, nb: Neighbour, cmp: Comparison, step: int) -> None:
         old = self._incumbent
+        if self._carry:
+            self._remember_directions(old, nb)
         self._incumbent = nb
         self._step = step
         origin = old.coordinate or "start"
@@ -553,6 +566,8 @@ class Descent(Generic[P]):
         self._spec_around = {}
         self._queue = _Queue()
         self._fill_queue(widen=False)
+        if self._carry:
+            self._carry_directions(self._queue)
         # Points measured beside an earlier incumbent that the chained estimates put below the
         # new one: re-measure them as challengers (the confirmation decides, as for any other).
         here = self._estimates.get(self._incumbent.key, 0.0)
@@ -591,6 +606,40 @@ class Descent(Generic[P]):
         if self._rank is not None:
             self._rerank(queue)
         return queue
+
+    def _remember_directions(self, old: Neighbour, new: Neighbour) -> None:
+        """Before moving from ``old`` to ``new``: which moves were faster or slower at ``old``."""
+        base = self._estimates.get(old.key, 0.0)
+        measured = sorted(
+            (self._estimates[k], n.coordinate)
+            for k, n in self._around.items()
+            if k in self._estimates and k != new.key
+        )
+        faster = [c for est, c in measured if est < base and c != new.coordinate]
+        self._carried = [new.coordinate, *dict.fromkeys(faster)]
+        self._slower = {c for est, c in measured if est >= base} - set(self._carried)
+
+    def _carry_directions(self, queue: _Queue) -> None:
+        """Put the moves faster at the previous incumbent first in ``queue``, slower ones last."""
+        if not queue.items or not (self._carried or self._slower):
+            return
+        rank = {c: i for i, c in enumerate(self._carried)}
+        order = list(reversed(queue.items))  # measuring order
+        first = sorted(
+            (nb for nb in order if nb.coordinate in rank), key=lambda n: rank[n.coordinate]
+        )
+        last = [nb for nb in order if nb.coordinate in self._slower]
+        middle = [
+            nb for nb in order if nb.coordinate not in rank and nb.coordinate not in self._slower
+        ]
+        queue.items = list(reversed(first + middle + last))
+        if first:
+            self._emit(
+                "carried",
+                message=f"measuring {len(first)} move(s) faster at the previous incumbent first: "
+                + ", ".join(nb.coordinate for nb in first[:4])
+                + (", ..." if len(first) > 4 else ""),
+            )
 
     def _rerank(self, queue: _Queue) -> None:
         if self._rank is None or not queue.items:

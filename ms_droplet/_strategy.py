@@ -157,6 +157,13 @@ class DropletStrategy(PySearchStrategy):
         to ``pvalue`` divided by the neighbours compared in the batch (Bonferroni). False:
         ``pvalue`` per test (more moves, more of them false; 2-3 % faster kernels on the
         small-budget pairs, inside the noise: docs/benchmarks.md).
+    carry_moves : bool
+        After a move, the new incumbent's neighbours are measured starting with the moves that
+        were faster at the previous incumbent (the move itself repeated, then the others,
+        fastest first), those that were slower there last: a pattern move, and the gains of
+        other coordinates carried over. Only the order changes (with a trained cost model,
+        the model re-orders them after the first batch). Experimental: measured in the
+        small-budget benchmark before it becomes a default.
     final_trials : int
         Trials kept for a final batch at the end of each task's budget (at most an eighth of
         the budget, counting the workload's records already in the database, half of the
@@ -210,6 +217,7 @@ class DropletStrategy(PySearchStrategy):
         descent_batch: int | None = None,
         small_budget_batch: int | None = 8,
         correct_moves: bool = True,
+        carry_moves: bool = False,
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
@@ -241,6 +249,7 @@ class DropletStrategy(PySearchStrategy):
                 "speculate": speculate,
                 "scout_last": scout_last,
                 "correct_moves": correct_moves,
+                "carry_moves": carry_moves,
             },
         )
         evolutionary = dict(evolutionary or {})
@@ -264,6 +273,7 @@ class DropletStrategy(PySearchStrategy):
         self.descent_batch = descent_batch
         self.small_budget_batch = small_budget_batch
         self.correct_moves = correct_moves
+        self.carry_moves = carry_moves
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
@@ -342,6 +352,7 @@ class DropletStrategy(PySearchStrategy):
             "descent_batch": self.descent_batch,
             "small_budget_batch": self.small_budget_batch,
             "correct_moves": self.correct_moves,
+            "carry_moves": self.carry_moves,
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,

@@ -197,4 +197,5 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         combine=combine if settings.combine_best >= 2 else None,
         combine_best=max(settings.combine_best, 2),
         correct_moves=settings.correct_moves,
+        carry=settings.carry_moves,
     )

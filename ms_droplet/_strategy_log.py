@@ -96,5 +96,5 @@ def log_event(logger: logging.Logger, ev: DescentEvent) -> None:
         )
     elif ev.kind == "control-failed":
         logger.warning("Droplet: %s", ev.message)
-    else:  # widen, converged, scouted
+    else:  # widen, converged, scouted, carried
         logger.info("Droplet: %s: %s", ev.kind, ev.message)

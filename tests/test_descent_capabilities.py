@@ -445,7 +445,9 @@ def test_a_last_batch_of_a_converged_descent_is_none() -> None:
 # ---------------------------------------------------------------------------- immediate moves
 
 
-def _greedy(f, start, *, seed, pvalue=0.05, batches=20, correct_moves=True):
+def _greedy(
+    f, start, *, seed, pvalue=0.05, batches=20, correct_moves=True, carry=False, max_batch=8
+):
     """A descent of the small-budget layout: batches of 8, one control each, no confirmation.
 
     Returns the descent and the number of batches it measured (it may converge earlier).
@@ -458,11 +460,12 @@ def _greedy(f, start, *, seed, pvalue=0.05, batches=20, correct_moves=True):
         confirm=False,
         control_every=None,
         correct_moves=correct_moves,
+        carry=carry,
     )
     measured = run(
         d,
         Runner(f, seed=seed, sigma=0.03, repeat=3),
-        max_batch=8,
+        max_batch=max_batch,
         max_batches=batches,
         must_stop=False,
     )
@@ -493,3 +496,68 @@ def test_immediate_moves_walk_a_bowl() -> None:
     # Every run walks most of the way (from 10 steps away); the last steps gain 5-10 %, at the
     # edge of what 3 samples against one control tell at 0.05 / 7, so runs stop 2-4 short.
     assert max(distances) <= 4 and sum(distances) <= 15, distances
+
+
+# ---------------------------------------------------------------------------- carried moves
+
+
+def _slope(p) -> float:
+    """Faster along x0+ (10 % a step), x1+ (6 %), x2+ and x3- (3 %): every move changes it."""
+    return 1.0 - 0.1 * (p[0] - 5) - 0.06 * (p[1] - 5) - 0.03 * (p[2] - 5) + 0.03 * (p[3] - 5)
+
+
+def _after_first_move(seed: int, *, carry: bool) -> list[str]:
+    """The neighbours the batch after the first move measures (the start's 8 all measured)."""
+    d = Descent(
+        nb((5, 5, 5, 5)),
+        neighbours=box_neighbours(),
+        seed=seed,
+        confirm=False,
+        control_every=None,
+        carry=carry,
+    )
+    runner = Runner(_slope, seed=seed, sigma=0.005, repeat=3)
+    first = d.propose(9)  # a control and the 8 neighbours of the start
+    assert first is not None
+    d.observe(runner(first))
+    (move,) = d.moves
+    assert move.coordinate == "x0+1", move  # the fastest of the batch
+    after = d.propose(8)  # a control and the new incumbent's 7 unmeasured neighbours
+    assert after is not None
+    return [p.neighbour.coordinate for p in after if p.role == "explore"]
+
+
+def test_after_a_move_the_moves_faster_before_are_measured_first() -> None:
+    for seed in range(6):
+        order = _after_first_move(seed, carry=True)
+        # the move repeated, then the other moves faster at the start, fastest first, then
+        # those slower there (x0-1 leads back to the start, measured already)
+        assert order[:2] == ["x0+1", "x1+1"], order
+        assert set(order[2:4]) == {"x2+1", "x3-1"}, order
+        assert set(order[4:]) == {"x1-1", "x2-1", "x3+1"}, order
+
+
+def test_without_carry_the_neighbours_keep_their_seeded_order() -> None:
+    orders = {tuple(_after_first_move(seed, carry=False)) for seed in range(6)}
+    assert len(orders) > 1, orders
+    assert ("x0+1", "x1+1") not in {o[:2] for o in orders}, orders
+
+
+def test_carried_moves_walk_a_ridge_in_fewer_batches() -> None:
+    # 8 coordinates, one of them 7 steps from its optimum: 1 good move among 16 neighbours,
+    # 3 of them measured a batch; a move that paid pays again until the optimum
+    opt = (10, 7, 7, 7, 7, 7, 7, 7)
+    start = (3, 7, 7, 7, 7, 7, 7, 7)
+    plain, carried = (
+        [
+            l1(
+                _greedy(bowl(opt), start, seed=s, batches=6, carry=c, max_batch=4)[
+                    0
+                ].incumbent.point,
+                opt,
+            )
+            for s in range(30)
+        ]
+        for c in (False, True)
+    )
+    assert sum(carried) < 0.8 * sum(plain), (sum(carried), sum(plain))

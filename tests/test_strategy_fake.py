@@ -770,6 +770,38 @@ def test_small_budget_descends_in_small_batches_and_moves_without_confirmation(
     assert "re-measuring it beside the incumbent" not in log  # no confirmation batch
 
 
+def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
+    # the small-budget tuning above with carry_moves: after a move the next batch measures
+    # first the moves that were faster at the previous incumbent (the order itself is checked
+    # on synthetic landscapes in test_descent_capabilities)
+    strategies: list = []
+    _tune(
+        matmul64,
+        target,
+        tmp_path,
+        trials=40,
+        per_iter=32,
+        evo_trials=8,
+        strategies=strategies,
+        carry_moves=True,
+    )
+    (summary,) = strategies[0].summaries
+    assert summary["moves"] >= 1, "no move in the small-budget descent"
+    log = _log(tmp_path)
+    lines = [ln for ln in log.splitlines() if "Droplet: move along" in ln or "carried" in ln]
+    carried = [i for i, ln in enumerate(lines) if "Droplet: carried: measuring" in ln]
+    assert carried, lines
+    for i in carried:  # each follows a move and names moves of the previous incumbent
+        assert i > 0 and "move along" in lines[i - 1], lines
+        assert re.search(r"first: (tile|categorical|compute_location|parallel)#", lines[i])
+    assert "Droplet: carried" not in _log_of_plain_run(matmul64, target, tmp_path / "plain")
+
+
+def _log_of_plain_run(mod, target, work_dir) -> str:
+    _tune(mod, target, work_dir, trials=40, per_iter=32, evo_trials=8)
+    return _log(work_dir)
+
+
 def test_small_budget_batch_none_keeps_the_settings(matmul64, target, tmp_path):
     # the same tuning with small_budget_batch=None: one wide descent batch, spread controls
     _, runner = _tune(
