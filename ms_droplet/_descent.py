@@ -134,9 +134,10 @@ class Descent(Generic[P]):
         After a move, measure first the moves (neighbour ``coordinate`` labels, which name a
         change relative to the point) that were faster at the previous incumbent: the move
         itself repeated, then the others, fastest first; those that were slower go last. A
-        pattern move and the other coordinates' gains, applied to the new incumbent; only the
-        order of its neighbours changes (with ``rank``, the model re-orders them after the
-        first batch).
+        pattern move and the other coordinates' gains, applied to the new incumbent, at every
+        step loaded around it; only the order of its neighbours changes (with ``rank``, the
+        model re-orders them after the first batch). Nothing is carried after a jump to a
+        point that is not a neighbour (an offered point, a remembered challenger, a pair).
     """
 
     def __init__(
@@ -566,8 +567,6 @@ class Descent(Generic[P]):
         self._spec_around = {}
         self._queue = _Queue()
         self._fill_queue(widen=False)
-        if self._carry:
-            self._carry_directions(self._queue)
         # Points measured beside an earlier incumbent that the chained estimates put below the
         # new one: re-measure them as challengers (the confirmation decides, as for any other).
         here = self._estimates.get(self._incumbent.key, 0.0)
@@ -605,10 +604,20 @@ class Descent(Generic[P]):
         self._rng.shuffle(queue.items)
         if self._rank is not None:
             self._rerank(queue)
+        if self._carry and point is self._incumbent.point:
+            self._carry_directions(queue)
         return queue
 
     def _remember_directions(self, old: Neighbour, new: Neighbour) -> None:
-        """Before moving from ``old`` to ``new``: which moves were faster or slower at ``old``."""
+        """Before moving from ``old`` to ``new``: which moves were faster or slower at ``old``.
+
+        Only a move to a neighbour of ``old`` has a label that names the step from one to the
+        other; after a jump (an offered point, a remembered challenger, a pair) nothing is
+        carried.
+        """
+        if new.key not in self._around:
+            self._carried, self._slower = [], set()
+            return
         base = self._estimates.get(old.key, 0.0)
         measured = sorted(
             (self._estimates[k], n.coordinate)

@@ -794,12 +794,6 @@ def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
     for i in carried:  # each follows a move and names moves of the previous incumbent
         assert i > 0 and "move along" in lines[i - 1], lines
         assert re.search(r"first: (tile|categorical|compute_location|parallel)#", lines[i])
-    assert "Droplet: carried" not in _log_of_plain_run(matmul64, target, tmp_path / "plain")
-
-
-def _log_of_plain_run(mod, target, work_dir) -> str:
-    _tune(mod, target, work_dir, trials=40, per_iter=32, evo_trials=8)
-    return _log(work_dir)
 
 
 def test_small_budget_batch_none_keeps_the_settings(matmul64, target, tmp_path):
