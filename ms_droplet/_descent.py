@@ -632,14 +632,17 @@ class Descent(Generic[P]):
         """Put the moves faster at the previous incumbent first in ``queue``, slower ones last."""
         if not queue.items or not (self._carried or self._slower):
             return
-        rank = {c: i for i, c in enumerate(self._carried)}
+        position = {c: i for i, c in enumerate(self._carried)}
         order = list(reversed(queue.items))  # measuring order
         first = sorted(
-            (nb for nb in order if nb.coordinate in rank), key=lambda n: rank[n.coordinate]
+            (nb for nb in order if nb.coordinate in position),
+            key=lambda n: position[n.coordinate],
         )
-        last = [nb for nb in order if nb.coordinate in self._slower]
+        last = [nb for nb in order if nb.coordinate in self._slower]  # disjoint from position
         middle = [
-            nb for nb in order if nb.coordinate not in rank and nb.coordinate not in self._slower
+            nb
+            for nb in order
+            if nb.coordinate not in position and nb.coordinate not in self._slower
         ]
         queue.items = list(reversed(first + middle + last))
         if first:

@@ -506,16 +506,22 @@ def _slope(p) -> float:
     return 1.0 - 0.1 * (p[0] - 5) - 0.06 * (p[1] - 5) - 0.03 * (p[2] - 5) + 0.03 * (p[3] - 5)
 
 
-def _after_first_move(seed: int, *, carry: bool, confirm: bool = False) -> list[str]:
-    """The neighbours the batch after the first move measures (the start's 8 all measured)."""
-    d = Descent(
-        nb((5, 5, 5, 5)),
+def _carrying(start, *, seed: int = 0, confirm: bool = False, carry: bool = True, events=None):
+    """A descent of the small-budget layout (one control a batch, no confirmation by default)."""
+    return Descent(
+        nb(start),
         neighbours=box_neighbours(),
         seed=seed,
         confirm=confirm,
         control_every=None,
         carry=carry,
+        on_event=events.append if events is not None else None,
     )
+
+
+def _after_first_move(seed: int, *, carry: bool, confirm: bool = False) -> list[str]:
+    """The neighbours the batch after the first move measures (the start's 8 all measured)."""
+    d = _carrying((5, 5, 5, 5), seed=seed, confirm=confirm, carry=carry)
     runner = Runner(_slope, seed=seed, sigma=0.005, repeat=3)
     first = d.propose(9)  # a control and the 8 neighbours of the start
     assert first is not None
@@ -555,14 +561,7 @@ def test_a_widened_step_keeps_the_carried_order() -> None:
         return 1.0 - 0.1 * (p[0] - 5) if p[1:] == (5, 5, 5) and p[0] in (5, 7, 9) else 2.0
 
     events: list = []
-    d = Descent(
-        nb((5, 5, 5, 5)),
-        neighbours=box_neighbours(),
-        confirm=False,
-        control_every=None,
-        carry=True,
-        on_event=events.append,
-    )
+    d = _carrying((5, 5, 5, 5), events=events)
     run(d, Runner(f, sigma=0.005, repeat=3), max_batch=9, max_batches=6, must_stop=False)
     moves = [e.coordinate for e in d.moves]
     assert moves[:2] == ["x0+2", "x0+2"], moves  # the second found first at step 2
@@ -572,14 +571,7 @@ def test_a_widened_step_keeps_the_carried_order() -> None:
 
 def test_a_jump_to_a_point_that_is_not_a_neighbour_carries_nothing() -> None:
     events: list = []
-    d = Descent(
-        nb((0, 0, 0, 0)),
-        neighbours=box_neighbours(),
-        confirm=False,
-        control_every=None,
-        carry=True,
-        on_event=events.append,
-    )
+    d = _carrying((0, 0, 0, 0), events=events)
     d.offer([nb(OPT, "evolutionary")])
     props = d.propose(9)
     assert props is not None
@@ -593,16 +585,11 @@ def test_carried_moves_walk_a_ridge_in_fewer_batches() -> None:
     # 3 of them measured a batch; a move that paid pays again until the optimum
     opt = (10, 7, 7, 7, 7, 7, 7, 7)
     start = (3, 7, 7, 7, 7, 7, 7, 7)
-    plain, carried = (
-        [
-            l1(
-                _greedy(bowl(opt), start, seed=s, batches=6, carry=c, max_batch=4)[
-                    0
-                ].incumbent.point,
-                opt,
-            )
-            for s in range(30)
-        ]
-        for c in (False, True)
-    )
+
+    def distance(seed: int, carry: bool) -> int:
+        d, _ = _greedy(bowl(opt), start, seed=seed, batches=6, carry=carry, max_batch=4)
+        return l1(d.incumbent.point, opt)
+
+    plain = [distance(s, False) for s in range(30)]
+    carried = [distance(s, True) for s in range(30)]
     assert sum(carried) < 0.8 * sum(plain), (sum(carried), sum(plain))

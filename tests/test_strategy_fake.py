@@ -788,7 +788,9 @@ def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
     (summary,) = strategies[0].summaries
     assert summary["moves"] >= 1, "no move in the small-budget descent"
     log = _log(tmp_path)
-    lines = [ln for ln in log.splitlines() if "Droplet: move along" in ln or "carried" in ln]
+    lines = [
+        ln for ln in log.splitlines() if "Droplet: move along" in ln or "Droplet: carried" in ln
+    ]
     carried = [i for i, ln in enumerate(lines) if "Droplet: carried: measuring" in ln]
     assert carried, lines
     for i in carried:  # each follows a move and names moves of the previous incumbent
