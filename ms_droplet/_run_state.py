@@ -62,6 +62,7 @@ class RunState:
     since_best: int = 0  # explored trials since the best improved
     descended: set[str] = field(default_factory=set)  # keys that were a descent's incumbent
     num_descents: int = 0
+    explored_trials: int | None = None  # trials of this run measured before its first descent
     num_moves: int = 0
     own_seconds: float = 0.0  # the strategy's own time: neighbours, replay, ranking
     side_evo: bool = False  # an EvolutionarySearch fills part of every descent batch

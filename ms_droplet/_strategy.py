@@ -290,7 +290,9 @@ class DropletStrategy(PySearchStrategy):
         """What each finished task did, in the order the tasks finished.
 
         Filled by this strategy and by every clone of it (MetaSchedule tunes clones), one dict
-        per ``post_tuning``: ``task``, ``trials``, ``descents``, ``moves``,
+        per ``post_tuning``: ``task``, ``trials``, ``descents``, ``explored_trials`` (the
+        task's trials measured before its first descent started, the adaptive switch's point;
+        None without a descent), ``moves``,
         ``strategy_seconds`` (the strategy's own time: neighbours, replay, cost-model
         ranking), ``side_trials`` (exploration candidates measured in descent batches, with
         ``explore_share``), ``final_pick_is_incumbent`` (whether the record stock TVM
@@ -496,6 +498,7 @@ class DropletStrategy(PySearchStrategy):
                 "task": str(self._context.task_name) if self._context is not None else "",
                 "trials": run.trials,
                 "descents": run.num_descents,
+                "explored_trials": run.explored_trials,
                 "moves": run.num_moves,
                 "strategy_seconds": run.own_seconds,
                 "side_trials": run.side_trials,

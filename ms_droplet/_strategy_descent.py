@@ -98,6 +98,8 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     run.cache.seen.add(key)
     run.descended.add(key)
     run.num_descents += 1
+    if run.explored_trials is None:
+        run.explored_trials = run.trials
     secs = samples_of(rec.run_secs) or [float("nan")]
     run.logger.info(
         "Droplet: descent %d starts after %d trial(s) from the best record not descended "

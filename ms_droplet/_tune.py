@@ -145,6 +145,9 @@ def run_tuning(
     """Tune ``mod`` and re-measure the best kernel after exploration and at the end.
 
     Returns a :class:`TuneReport`, also written to ``work_dir/report.json``.
+    ``explore_trials`` is the exploration's length whose best kernel is compared with the final
+    one; a droplet strategy whose exploration stagnated earlier (its adaptive switch) shortens it
+    to the trials measured before its first descent.
     ``open_session`` (e.g. ``RPCConfig.connect_server``) re-measures the kernels on a remote
     device instead of this machine.
     """
@@ -169,6 +172,11 @@ def run_tuning(
             built.shutdown()
     tuning_seconds = time.perf_counter() - start
     strategy_name = strategy if isinstance(strategy, str) else "droplet"
+    # where droplet's exploration stagnated early, its descent began before explore_trials:
+    # the exploration's best is the best of the trials before that switch
+    summaries = [] if isinstance(strategy, str) else getattr(strategy, "summaries", [])
+    if summaries and summaries[-1].get("explored_trials") is not None:
+        explore_trials = min(explore_trials, summaries[-1]["explored_trials"])
     picks = list(getattr(strategy, "picks", []))
     report = TuneReport(
         workload=workload_name or str(mod.get_global_vars()[0].name_hint),

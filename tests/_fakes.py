@@ -26,6 +26,7 @@ from the unseeded global ``random``). Real builds and runs are tested in test_tu
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import tvm_ffi
@@ -44,13 +45,25 @@ _PREFIX = "fake-artifact:"
 
 @derived_object
 class HashBuilder(PyBuilder):
-    """Builds nothing: the artifact path carries the module's structural hash."""
+    """Builds nothing: the artifact path carries the module's structural hash.
 
-    def __init__(self, *, fail_fraction: float = 0.0, error: str = "fake build error") -> None:
+    With ``artifact_root`` each artifact path lies in a folder of its own under it (created
+    empty), so that TVM's ``RemoveBuildArtifact`` callback, which removes that folder, works.
+    """
+
+    def __init__(
+        self,
+        *,
+        fail_fraction: float = 0.0,
+        error: str = "fake build error",
+        artifact_root: str | None = None,
+    ) -> None:
         super().__init__()
         self.fail_fraction = fail_fraction
         self.error = error
+        self.artifact_root = artifact_root
         self.calls = 0
+        self.artifacts = 0
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         self.calls += 1
@@ -60,8 +73,16 @@ class HashBuilder(PyBuilder):
             if _unit(h, "build") < self.fail_fraction:
                 out.append(BuilderResult(None, self.error))
             else:
-                out.append(BuilderResult(f"{_PREFIX}{h}", None))
+                out.append(BuilderResult(self._path(h), None))
         return out
+
+    def _path(self, h: int) -> str:
+        if self.artifact_root is None:
+            return f"{_PREFIX}{h}"
+        self.artifacts += 1
+        folder = os.path.join(self.artifact_root, str(self.artifacts))
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, f"{_PREFIX}{h}")
 
 
 @derived_object
@@ -103,7 +124,7 @@ class LandscapeRunner(PyRunner):
         futures = []
         self.batches.append([])
         for inp in runner_inputs:
-            h = int(str(inp.artifact_path)[len(_PREFIX) :])
+            h = int(str(inp.artifact_path).rsplit(_PREFIX, 1)[1])
             self.batches[-1].append(h)
             nth = self.counts.get(h, 0)
             self.counts[h] = nth + 1

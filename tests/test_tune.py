@@ -29,9 +29,10 @@ from ms_droplet._intervals import paired_ratio
 from ms_droplet._picks import picked_record
 from ms_droplet._records import best_record, find_workload, latency
 from ms_droplet._stats import median
-from ms_droplet._tune import TuneReport
+from ms_droplet._tune import TuneReport, run_tuning
 from ms_droplet._workloads import load_workload
 
+from ._fakes import HashBuilder, LandscapeRunner
 from ._helpers import run_cli
 
 WORKLOAD = "matmul:32,32,32"
@@ -111,6 +112,35 @@ def test_cli_tune_locally_prints_and_writes_the_report(tmp_path, cli_warm_builde
         aa = report["aa"]  # the exploration best timed a second time in the same rounds
         assert aa["rounds"] == 2 and aa["ci95"][0] <= aa["ratio"] <= aa["ci95"][1]
         assert f"A/A control (the exploration best timed twice): {1 / aa['ratio']:.3f}x" in out
+
+
+def test_exploration_best_is_taken_before_an_early_switch(tmp_path, matmul64, target):
+    # stagnation_trials=1 ends the exploration at the first batch whose last trial gains
+    # nothing, long before num_evolutionary_trials (48): the report's "after exploration" is
+    # the best of the trials before that switch, not of the first 48 (descent trials included).
+    strategy = ms_droplet.DropletStrategy(
+        num_evolutionary_trials=48, stagnation_trials=1, final_trials=0
+    )
+    report = run_tuning(
+        matmul64,
+        target,
+        str(tmp_path),
+        trials=64,
+        num_trials_per_iter=16,
+        strategy=strategy,
+        runner=LandscapeRunner(),
+        builder=HashBuilder(artifact_root=str(tmp_path / "artifacts")),
+        explore_trials=48,
+        rounds=2,
+        min_repeat_ms=1,
+    )
+    (summary,) = strategy.summaries
+    switch = summary["explored_trials"]
+    assert summary["descents"] >= 1 and switch is not None and 16 <= switch < 48
+    assert report.explore_trials == switch
+    assert report.explored_ms == pytest.approx(report.curve[switch - 1]["best_ms"])
+    text = report.format(wall_seconds=1.0)
+    assert f"after exploration ({switch} trials)" in text
 
 
 def _report(**changes) -> TuneReport:
