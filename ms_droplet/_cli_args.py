@@ -176,8 +176,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ratio",
         type=positive_int,
-        default=5,
-        help="K: evolutionary search gets K*B trials (default 5)",
+        default=None,
+        help="K: evolutionary search gets K*B trials (default: the suite's; quick and "
+        "paper-cpu: 5, small and plateau: 4)",
     )
     p.add_argument(
         "--num-evolutionary-trials",

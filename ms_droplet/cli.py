@@ -213,7 +213,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             workloads=tuple(args.workload or suite.workloads),
             seeds=tuple(dict.fromkeys(args.seeds)),
             trials=args.trials or suite.trials,
-            ratio=args.ratio,
+            ratio=args.ratio or suite.ratio,
             num_evolutionary_trials=args.num_evolutionary_trials or suite.num_evolutionary_trials,
             strategies=tuple(dict.fromkeys(strategies)),
             num_trials_per_iter=args.num_trials_per_iter,

@@ -22,6 +22,7 @@ import glob
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ from ms_droplet.bench._driver import cost_model_with_warmup
 from ms_droplet.bench._exploration_copy import exploration_length, switch_point
 from ms_droplet.bench._layout import read_trials, remeasure_path, run_dir
 from ms_droplet.bench._report import build_report
+from ms_droplet.bench._suites import SUITES
 
 from ._helpers import BENCH_ARGS, WORKLOAD, run_cli, use_builder_for_warm
 
@@ -104,6 +106,29 @@ def test_bench_argument_errors(capsys, tmp_path, argv):
         cli.main(["bench", "--out", str(tmp_path), *argv])
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("suite", "ratio"), [("small", 4), ("plateau", 4), ("quick", 5)])
+def test_suite_sets_the_ratio_unless_given(capsys, tmp_path, suite, ratio):
+    # A folder of the suite's settings with another K is refused, naming the suite's own K
+    # (the check runs before any tuning): without --ratio the suite's K is used.
+    defaults = SUITES[suite]
+    stored = BenchConfig(
+        workloads=defaults.workloads,
+        seeds=(0,),
+        trials=defaults.trials,
+        ratio=ratio + 1,
+        num_evolutionary_trials=defaults.num_evolutionary_trials,
+    )
+    out = tmp_path / "b"
+    out.mkdir()
+    settings = {**asdict(stored), "target": "llvm -mcpu=elsewhere"}
+    (out / "bench.json").write_text(json.dumps(settings))
+    argv = ["bench", "--suite", suite, "--builder", "local", "--out", str(out)]
+    code, err = _run_cli(capsys, *argv)
+    assert code == 2 and f"ratio: {ratio + 1} there, {ratio} now" in err, err
+    code, err = _run_cli(capsys, *argv, "--ratio", str(ratio + 1))
+    assert code == 2 and "ratio:" not in err and "target:" in err, err
 
 
 def test_rpc_tracker_without_key_is_rejected(capsys, tmp_path):

@@ -39,6 +39,8 @@ class Suite:
         Droplet's total budget per workload (``--trials`` default for this suite).
     num_evolutionary_trials : int
         Droplet's exploration trials (``--num-evolutionary-trials`` default).
+    ratio : int
+        K: the evolutionary search's budget is K times droplet's (``--ratio`` default).
     about : str
         One line for ``--help``.
     """
@@ -47,6 +49,7 @@ class Suite:
     workloads: tuple[str, ...]
     trials: int
     num_evolutionary_trials: int
+    ratio: int
     about: str
 
 
@@ -91,6 +94,7 @@ SUITES: dict[str, Suite] = {
         workloads=("matmul:512,512,512", "C1D:0", "DEP:1", "C2D:1"),
         trials=64,
         num_evolutionary_trials=32,
+        ratio=5,
         about="4 small workloads, budget 64 (evolutionary 320): about 40 minutes on 2 cores",
     ),
     "small": Suite(
@@ -105,8 +109,9 @@ SUITES: dict[str, Suite] = {
         ),
         trials=64,
         num_evolutionary_trials=32,
-        about="the small-budget regime: 4 Ansor ops and 2 ResNet-18 layers, budget 64 (use "
-        "--ratio 4 --seeds 0 1 2): about 9 minutes per workload and seed on 2 cores",
+        ratio=4,
+        about="the small-budget regime: 4 Ansor ops and 2 ResNet-18 layers, budget 64, "
+        "evolutionary 256 (use --seeds 0 1 2): 6-9 minutes per workload and seed on 2 cores",
     ),
     "plateau": Suite(
         name="plateau",
@@ -118,16 +123,19 @@ SUITES: dict[str, Suite] = {
         ),
         trials=300,
         num_evolutionary_trials=200,
+        ratio=4,
         about="the plateau regime: 3 Ansor ops and a ResNet-18 layer, budget 300 with at most 200 "
-        "explored (the descent starts earlier when exploration stagnates; use --ratio 4 --seeds "
-        "0 1): about 30 minutes per workload and seed on 2 cores",
+        "explored (the descent starts earlier when exploration stagnates), evolutionary 1200 "
+        "(use --seeds 0 1): about 30 minutes per workload and seed on 2 cores",
     ),
     "paper-cpu": Suite(
         name="paper-cpu",
         workloads=(*_ansor(), *_RESNET18, *_VGG11),
         trials=600,
         num_evolutionary_trials=300,
+        ratio=5,
         about="the Ansor single-op suite (52 shapes) plus ResNet-18 and VGG-11 layers, budget "
-        "600 with 300 explored (as published): days on 2 cores; resume it, or pick --workload",
+        "600 with 300 explored (as published), evolutionary 3000 (the paper's 10,000: --ratio "
+        "17): days on 2 cores; resume it, or pick --workload",
     ),
 }
