@@ -16,16 +16,19 @@
 # under the License.
 """Best recorded latency of the first 32 trials, droplet run over evolutionary run, per pair.
 
-Run from the repository root: ``python tuning_records/bench_small/scripts/first32.py``
-(needs scipy). Reads each run's ``trials.jsonl`` (latencies recorded while tuning).
+Run from the repository root: ``python tuning_records/bench_small/scripts/first32.py
+[BENCH_DIR]`` (needs scipy; default: tuning_records/bench_small). Reads each run's
+``trials.jsonl`` (latencies recorded while tuning); every seed with both runs finished.
 """
 
 import json
+import sys
 from pathlib import Path
 
 from _geomean import geomean_line
 
-RUNS = Path(__file__).resolve().parents[1] / "runs"
+ROOT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs"
 
 
 def best_of_first(path: Path, n: int = 32) -> float:
@@ -35,9 +38,13 @@ def best_of_first(path: Path, n: int = 32) -> float:
 
 ratios = []
 for workload in sorted(RUNS.iterdir()):
-    for seed in (0, 1, 2):
-        d = best_of_first(workload / "droplet" / f"seed{seed}" / "trials.jsonl")
-        e = best_of_first(workload / "evolutionary" / f"seed{seed}" / "trials.jsonl")
+    for run in sorted((workload / "droplet").glob("seed*/result.json")):
+        seed = run.parent.name
+        evo = workload / "evolutionary" / seed / "result.json"
+        if not evo.exists():
+            continue
+        d = best_of_first(run.parent / "trials.jsonl")
+        e = best_of_first(evo.parent / "trials.jsonl")
         ratios.append(d / e)
-        print(f"{workload.name} seed {seed}: {d / e:.3f}")
+        print(f"{workload.name} {seed}: {d / e:.3f}")
 print(geomean_line(ratios))
