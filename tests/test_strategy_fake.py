@@ -103,14 +103,15 @@ def _tune_until(mod, target, tmp_path, want, *, seeds=(7, 11, 13, 17), **kwargs)
     Some tests check what follows an event (a move, a descent's incumbent in the final batch);
     whether the event happens depends on TVM's exploration, which differs between TVM versions
     (0.26 and 0.27 explore other candidates from the same seed). ``want(log)`` says whether a
-    tuning's task log has it. Returns ``(work_dir, db, runner, strategy)``.
+    tuning's task log has it. Returns ``(log, db, runner, strategy)`` of that tuning.
     """
     for seed in seeds:
         work = tmp_path / f"seed{seed}"
         strategies: list = []
         db, runner = _tune(mod, target, work, seed=seed, strategies=strategies, **kwargs)
-        if want(_log(work)):
-            return work, db, runner, strategies[0]
+        log = _log(work)
+        if want(log):
+            return log, db, runner, strategies[0]
     pytest.fail(f"no tuning of seeds {seeds} showed the scenario this test needs")
 
 
@@ -229,7 +230,7 @@ def test_a_converged_descent_measured_its_incumbents_whole_neighbourhood(
 ):
     # "Converged: no unmeasured neighbour" must be true of the last incumbent, also after moves
     # whose speculative batches built part of its neighbourhood before it was the incumbent.
-    work, db, _, strategy = _tune_until(
+    log, db, _, strategy = _tune_until(
         matmul64,
         target,
         tmp_path,
@@ -241,7 +242,6 @@ def test_a_converged_descent_measured_its_incumbents_whole_neighbourhood(
         final_trials=0,
         retile=retile,
     )
-    log = _log(work)
     assert "converged: no unmeasured neighbour up to step 2" in log
     missing, valid = _unmeasured_neighbours(db, strategy, matmul64, target, 2)
     assert valid >= 10
@@ -543,10 +543,9 @@ def test_final_batch_picks_the_fastest_contender(matmul64, target, tmp_path):
         return any("Droplet: final batch: " in x and "incumbent" in x for x in log.splitlines())
 
     # a final batch with a descent's incumbent among its contenders (most seeds)
-    work, db, runner, strategy = _tune_until(
+    log, db, runner, strategy = _tune_until(
         matmul64, target, tmp_path, incumbent_contends, trials=160
     )
-    strategies = [strategy]
     assert sum(len(b) for b in runner.batches) == 160, "budget left unused"
     final = runner.batches[-1]
     # 16 kept for it (at most an eighth of 160 -> 20, and one batch of 16): 4 contenders x 4
@@ -557,9 +556,9 @@ def test_final_batch_picks_the_fastest_contender(matmul64, target, tmp_path):
     assert all(r[1:] + r[:1] == nxt for r, nxt in itertools.pairwise(rounds))
     earlier = {h for b in runner.batches[:-1] for h in b}
     assert set(final) <= earlier
-    (summary,) = strategies[0].summaries
+    (summary,) = strategy.summaries
     assert summary["final_batch"] is True
-    (pick,) = strategies[0].picks
+    (pick,) = strategy.picks
     # the pick is the contender with the lowest true latency (the landscape's noise is 2 %)
     best = min(set(final), key=runner.true_secs)
     assert _module_hash(matmul64, pick.trace) == best
@@ -575,10 +574,9 @@ def test_final_batch_picks_the_fastest_contender(matmul64, target, tmp_path):
     assert min(means)[1] in set(final)
     lowest = db.get_top_k(db.commit_workload(matmul64), 1)[0]
     # picked_database answers with the pick; the plain database with its lowest record
-    answer = strategies[0].picked_database(db).query_tuning_record(matmul64, target, "main")
+    answer = strategy.picked_database(db).query_tuning_record(matmul64, target, "main")
     assert trace_key(answer.trace) == trace_key(pick.trace)
     assert summary["pick_is_lowest"] == (trace_key(pick.trace) == trace_key(lowest.trace))
-    log = _log(work)
     line = next(x for x in log.splitlines() if "Droplet: final batch: " in x)
     assert "4 contender(s) (" in line, line
     assert "Droplet: final pick: " in log
@@ -796,7 +794,7 @@ def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
     # first the moves that were faster at the previous incumbent (the order itself is checked
     # on synthetic landscapes in test_descent_capabilities)
     # a move before the last batch (a move in the last one has no batch to carry it to)
-    work, _, _, strategy = _tune_until(
+    log, _, _, strategy = _tune_until(
         matmul64,
         target,
         tmp_path,
@@ -808,7 +806,6 @@ def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
     )
     (summary,) = strategy.summaries
     assert summary["moves"] >= 1, "no move in the small-budget descent"
-    log = _log(work)
     lines = [
         ln for ln in log.splitlines() if "Droplet: move along" in ln or "Droplet: carried" in ln
     ]
