@@ -140,7 +140,12 @@ def test_exploration_best_is_taken_before_an_early_switch(tmp_path, matmul64, ta
     assert report.explore_trials == switch
     assert report.explored_ms == pytest.approx(report.curve[switch - 1]["best_ms"])
     text = report.format(wall_seconds=1.0)
-    assert f"after exploration ({switch} trials)" in text
+    # (the default cost model's warm-up scores are numpy's unseeded random numbers, so the
+    # descent may or may not beat the exploration's best in this tuning)
+    if report.same_kernel:
+        assert "same kernel: no speed-up to report" in text
+    else:
+        assert f"after exploration ({switch} trials)" in text
 
 
 def _report(**changes) -> TuneReport:
