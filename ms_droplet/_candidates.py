@@ -33,10 +33,13 @@ from tvm.s_tir.meta_schedule.database import Database, TuningRecord, Workload
 from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 from tvm.s_tir.schedule import Trace
 
-from ._decisions import trace_key
+from ._decisions import Change, apply_change, trace_key
 from ._records import workload_records
 
 __all__ = ["CandidateCache", "measure_candidate"]
+
+# The highest compute-location index probed: deeper than any loop nest MetaSchedule tiles.
+_LOCATION_PROBE_TOP = 64
 
 
 @dataclass
@@ -81,6 +84,47 @@ class CandidateCache:
         except (RuntimeError, ValueError, TypeError, IndexError):  # ScheduleError is a RuntimeError
             return None
         return sch
+
+    def compute_locations(self, trace: Trace) -> dict[int, list[int]]:
+        """The valid decisions of each ``SampleComputeLocation`` of ``trace``, ascending.
+
+        Keyed by instruction index: -2 (inline) where the block can be inlined, -1 (root), and
+        the indices of the loops where compute-at is valid, which are sparse (e.g. -2, -1, 3,
+        5, 6, 7, 10, 15, 16, 17). Found by replay: given an index that is not a valid location,
+        the replay takes the nearest valid one below it, so walking down from the top takes
+        one replay per valid location (more where a replay fails). An instruction whose
+        current decision is not found gets no entry (its moves step the index, as before).
+        """
+        out: dict[int, list[int]] = {}
+        for k, inst in enumerate(trace.insts):
+            if inst.kind.name == "EnterPostproc":
+                break
+            decision = trace.get_decision(inst)
+            if inst.kind.name != "SampleComputeLocation" or decision is None:
+                continue
+            valid: set[int] = set()
+            probe = max(int(decision), _LOCATION_PROBE_TOP)
+            while probe >= -2:
+                taken = self._location_taken(trace, k, probe)
+                if taken is None:
+                    probe -= 1
+                    continue
+                valid.add(taken)
+                probe = min(taken, probe) - 1
+            if int(decision) in valid:
+                out[k] = sorted(valid)
+        return out
+
+    def _location_taken(self, trace: Trace, index: int, location: int) -> int | None:
+        """The decision the replay takes when instruction ``index`` asks for ``location``."""
+        sch = Schedule(self.mod, seed=self.seed, debug_mask=0, error_render_level="none")
+        try:
+            apply_change(trace, Change(index, location)).apply_to_schedule(
+                sch, remove_postproc=True
+            )
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return None
+        return int(sch.trace.get_decision(sch.trace.insts[index]))
 
     def candidate(self, trace: Trace, *, claim: bool = True) -> tuple[str, Schedule] | None:
         """Build a new candidate from ``trace``: (its key, its schedule), or None.

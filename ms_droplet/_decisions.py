@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,7 +189,14 @@ def retilings(trace: Trace, *, limit: int, seed: int) -> list[Move]:
     return out
 
 
-def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
+def moves(
+    trace: Trace,
+    step: int,
+    *,
+    max_parallel_extent: int,
+    locations: Mapping[int, Sequence[int]] | None = None,
+    far: bool = False,
+) -> list[Move]:
     """List the traces that differ from ``trace`` in one coordinate by ``step``.
 
     Parameters
@@ -200,6 +207,15 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
         1 for the nearest neighbours; larger steps move further along each coordinate.
     max_parallel_extent : int
         Upper bound of a ``meta_schedule.parallel`` annotation (cores x jobs per core).
+    locations : Mapping[int, Sequence[int]], optional
+        The valid decisions of ``SampleComputeLocation`` instructions by instruction index,
+        ascending (``CandidateCache.compute_locations``): a compute location then moves
+        ``step`` places along that list (inline, root, the loops where compute-at is valid).
+        Without it (or for an instruction not in it) the decision index moves by ``step``,
+        and most such indices are not valid locations.
+    far : bool
+        With ``locations``: also every valid location more than ``step`` places away (for the
+        widest step, so that e.g. inline and a deep loop are one move apart).
 
     Returns
     -------
@@ -222,10 +238,14 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
                 if 0 <= idx < n_cand:
                     changes.append((f"categorical#{k}{sign * step:+d}", Change(k, idx)))
         elif name == "SampleComputeLocation" and decision is not None:
-            for sign in (-1, 1):
-                loc = int(decision) + sign * step
-                if loc >= -2:  # -2: inline, -1: root, >= 0: loop index
-                    changes.append((f"compute_location#{k}{sign * step:+d}", Change(k, loc)))
+            valid = (locations or {}).get(k)
+            deltas = [-step, step]
+            if far and valid is not None:
+                deltas += [d for d in range(-len(valid), len(valid) + 1) if abs(d) > step]
+            for delta in deltas:
+                loc = _location_step(int(decision), delta, valid)
+                if loc is not None:
+                    changes.append((f"compute_location#{k}{delta:+d}", Change(k, loc)))
         elif name == "Annotate" and str(inst.attrs[0]) == _PARALLEL:
             value = inst.inputs[1]
             if not isinstance(value, tvm.tirx.IntImm):
@@ -238,6 +258,19 @@ def moves(trace: Trace, step: int, *, max_parallel_extent: int) -> list[Move]:
         elif decision is not None:
             continue  # another sampling instruction: not a coordinate (yet)
     return [Move(label, apply_change(trace, change), change) for label, change in changes]
+
+
+def _location_step(current: int, delta: int, valid: Sequence[int] | None) -> int | None:
+    """The compute location ``delta`` places from ``current`` (None: off the end).
+
+    -2 is inline, -1 root, >= 0 a loop index. With ``valid`` (ascending) the move steps along
+    the valid locations; else along the decision index.
+    """
+    if valid is None or current not in valid:
+        loc = current + delta
+        return loc if loc >= -2 else None
+    pos = list(valid).index(current) + delta
+    return valid[pos] if 0 <= pos < len(valid) else None
 
 
 def _with_input(trace: Trace, index: int, value: int) -> Trace:

@@ -192,6 +192,13 @@ class DropletStrategy(PySearchStrategy):
         a challenger found there could never be confirmed, and the final batch re-measures
         the fastest record beside the incumbent anyway. False: that batch is laid out like
         every other (controls spread through it).
+    valid_locations : bool
+        A compute location (``SampleComputeLocation``) moves along the locations the schedule
+        allows, found by replay (inline, root and the loops where compute-at is valid, e.g.
+        -2, -1, 3, 5, 7, 10): a step of ``s`` goes ``s`` places along that list, and at
+        ``max_step`` every other valid location is a neighbour too (inline and a deep loop are
+        one move apart). False: the decision index moves by the step; most indices are not
+        valid locations, so from inline or root no loop is reached.
     """
 
     def __init__(
@@ -222,6 +229,7 @@ class DropletStrategy(PySearchStrategy):
         combine_best: int = 0,
         retile: int = 0,
         scout_last: bool = True,
+        valid_locations: bool = True,
     ) -> None:
         check_settings(
             num_evolutionary_trials=num_evolutionary_trials,
@@ -250,6 +258,7 @@ class DropletStrategy(PySearchStrategy):
                 "scout_last": scout_last,
                 "correct_moves": correct_moves,
                 "carry_moves": carry_moves,
+                "valid_locations": valid_locations,
             },
         )
         evolutionary = dict(evolutionary or {})
@@ -278,6 +287,7 @@ class DropletStrategy(PySearchStrategy):
         self.combine_best = combine_best
         self.retile = retile
         self.scout_last = scout_last
+        self.valid_locations = valid_locations
         self._context: TuneContext | None = None
         self._evo: EvolutionarySearch | None = None
         self._run: RunState | None = None
@@ -359,6 +369,7 @@ class DropletStrategy(PySearchStrategy):
             "combine_best": self.combine_best,
             "retile": self.retile,
             "scout_last": self.scout_last,
+            "valid_locations": self.valid_locations,
         }
 
     def clone(self) -> SearchStrategy:

@@ -124,10 +124,21 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     # (the incumbent's key, the neighbour's key) -> the coordinate change between them
     changes: dict[tuple[str, str], Change] = {}
 
+    # the incumbent's key -> the valid compute locations of its trace (probed once per point)
+    locations_of: dict[str, dict[int, list[int]]] = {}
+
     def neighbours(point: Schedule, step: int) -> list[Neighbour]:
         out = []
         owner = trace_key(point.trace)
-        for mv in moves(point.trace, step, max_parallel_extent=max_par):
+        locations = None
+        if settings.valid_locations:
+            if owner not in locations_of:
+                locations_of[owner] = run.cache.compute_locations(point.trace)
+            locations = locations_of[owner]
+        far = settings.valid_locations and step == settings.max_step
+        for mv in moves(
+            point.trace, step, max_parallel_extent=max_par, locations=locations, far=far
+        ):
             built = run.cache.candidate(mv.trace)
             if built is not None:
                 changes[(owner, built[0])] = mv.change

@@ -27,7 +27,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 from tvm.s_tir.schedule import Trace
 
 from ms_droplet._candidates import CandidateCache
-from ms_droplet._decisions import apply_change, moves, retilings, trace_key
+from ms_droplet._decisions import Change, apply_change, moves, retilings, trace_key
 from ms_droplet._records import samples_of
 
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
@@ -159,6 +159,38 @@ def test_coordinate_kinds_cover_the_mutators(conv_ctx):
     kinds = {inst.kind.name for tr in traces for inst in tr.insts}
     if "SampleComputeLocation" in kinds:
         assert "compute_location" in labels
+
+
+def test_compute_locations_are_the_valid_decisions_and_moves_step_along_them(conv_ctx):
+    traces, cache = _traces(conv_ctx)
+    checked = 0
+    for trace in traces:
+        locations = cache.compute_locations(trace)
+        for k, valid in locations.items():
+            current = int(trace.get_decision(trace.insts[k]))
+            assert current in valid and -1 in valid and valid == sorted(set(valid))
+            assert any(loc >= 0 for loc in valid), valid  # some loop, not only inline/root
+            for loc in range(-2, valid[-1] + 3):  # a valid location replays as asked
+                sch = cache.replay(apply_change(trace, Change(k, loc)))
+                taken = None if sch is None else int(sch.trace.get_decision(sch.trace.insts[k]))
+                if loc in valid:
+                    assert taken in (None, loc), (loc, taken)
+                else:
+                    assert taken != loc, (loc, valid)
+
+            def reached(step, far=False, locs=locations, index=k, trace=trace):
+                mvs = moves(trace, step, max_parallel_extent=32, locations=locs, far=far)
+                return {mv.change.value for mv in mvs if mv.change.index == index}
+
+            pos = valid.index(current)
+            assert reached(1) == {valid[i] for i in (pos - 1, pos + 1) if 0 <= i < len(valid)}
+            every = reached(1) | reached(2) | reached(3, far=True)
+            assert every == set(valid) - {current}
+            # index steps (no locations) reach fewer of them
+            by_index = reached(1, locs=None) | reached(2, locs=None) | reached(3, locs=None)
+            assert len(by_index & set(valid)) < len(every), (by_index, valid)
+            checked += 1
+    assert checked, "no SampleComputeLocation in the conv's design spaces"
 
 
 def test_candidates_are_replayed_with_postprocs_and_deduplicated(matmul_ctx):

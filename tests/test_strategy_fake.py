@@ -212,9 +212,11 @@ def _unmeasured_neighbours(db, strategy, mod, target, max_step):
     cache.claim(start)
     measured = {trace_key(r.trace) for r in db.get_all_tuning_records()}
     hashes = {_module_hash(mod, r.trace) for r in db.get_all_tuning_records()}
+    locations = cache.compute_locations(start.trace) if strategy.valid_locations else None
     missing, valid = [], 0
     for step in range(1, max_step + 1):
-        for mv in moves(start.trace, step, max_parallel_extent=32):
+        far = locations is not None and step == max_step
+        for mv in moves(start.trace, step, max_parallel_extent=32, locations=locations, far=far):
             built = cache.candidate(mv.trace)
             if built is None:
                 continue
@@ -268,6 +270,48 @@ def test_a_converged_descent_measured_its_incumbents_whole_neighbourhood(
         ):
             retiled += 1
     assert (retiled > 0) == (retile > 0), retiled
+
+
+@pytest.mark.parametrize("valid_locations", [True, False])
+def test_a_converged_descent_tried_every_valid_compute_location(target, tmp_path, valid_locations):
+    # with max_step=1 a converged descent measured its incumbent's whole neighbourhood: with
+    # valid_locations every valid compute location (inline, root, each loop where compute-at
+    # is valid) is one move away; without, only the decision indices one away that are valid
+    conv = tvm.IRModule(
+        {"main": te.create_prim_func(te_workload.conv2d_nhwc(1, 14, 14, 16, 16, 3, 1, 1))}
+    )
+    strategies: list = []
+    db, _ = _tune(
+        conv,
+        target,
+        tmp_path,
+        trials=5000,
+        per_iter=16,
+        max_step=1,
+        when_converged="stop",
+        final_trials=0,
+        valid_locations=valid_locations,
+        strategies=strategies,
+    )
+    missing, _ = _unmeasured_neighbours(db, strategies[0], conv, target, 1)
+    assert not missing, missing
+    (pick,) = strategies[0].picks
+    ctx = ms.TuneContext(mod=conv, target=target, space_generator="post-order-apply")
+    cache = CandidateCache(ctx.mod, list(ctx.space_generator.postprocs), 1)
+    start = cache.replay(pick.trace)
+    locations = cache.compute_locations(start.trace)
+    assert locations, "no compute location in the conv's pick"
+    base = coordinates(start.trace)
+    around = [c for c in map(coordinates, (r.trace for r in db.get_all_tuning_records()))]
+    for k, valid in locations.items():
+        key = ("decision", k)
+        tried = {c[key] for c in around if num_differences(base, c) == 1 and c[key] != base[key]}
+        others = set(valid) - {base[key]}
+        if valid_locations:
+            assert tried == others, (tried, valid)
+        else:
+            assert tried <= {base[key] - 1, base[key] + 1}, (tried, valid)
+            assert len(others) > 2  # so the check above says something
 
 
 def test_same_seed_same_candidates_other_seed_differs(matmul64, target, tmp_path):
