@@ -80,8 +80,10 @@ def final_batch(run: RunState) -> list[MeasureCandidate] | None:
     lowest = next(records, None)
     if lowest is not None:
         add(lowest)  # what stock TVM compiles
-    for nb in reversed(run.past_incumbents):
-        add(Neighbour("earlier incumbent", nb.point, nb.key))
+    # past_incumbents[j] is where descent j + 1 converged (descents are numbered from 1)
+    for j in reversed(range(len(run.past_incumbents))):
+        nb = run.past_incumbents[j]
+        add(Neighbour(f"incumbent of descent {j + 1}", nb.point, nb.key))
     while len(contenders) < most:
         nb = next(records, None)
         if nb is None:

@@ -341,6 +341,12 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
     assert log.count("Droplet: descent converged with") >= 1
     starts = log.count("from the best record not descended from yet")
     assert starts >= 2, "no second descent after the exploration slice"
+    # the final batch names each earlier descent's incumbent by its descent's number
+    line = next(x for x in log.splitlines() if "Droplet: final batch: " in x)
+    labels = re.findall(r"incumbent of descent (\d+)", line)
+    assert "earlier incumbent" not in line and labels, line
+    started = {int(n) for n in re.findall(r"Droplet: descent (\d+) starts", log)}
+    assert {int(n) for n in labels} <= started, (line, started)
 
 
 def _switch_after(work_dir) -> int:
