@@ -72,11 +72,21 @@ class CandidateCache:
         self.invalid.add(key)
         self.seen.add(key)
 
-    def replay(self, trace: Trace) -> Schedule | None:
-        """Replay ``trace`` (postprocs removed) and apply the postprocs; None if invalid."""
+    def _apply(self, trace: Trace) -> Schedule | None:
+        """``trace`` (postprocs removed) replayed on a fresh schedule; None where it fails."""
         sch = Schedule(self.mod, seed=self.seed, debug_mask=0, error_render_level="none")
         try:
             trace.apply_to_schedule(sch, remove_postproc=True)
+        except (RuntimeError, ValueError, TypeError, IndexError):  # ScheduleError is a RuntimeError
+            return None
+        return sch
+
+    def replay(self, trace: Trace) -> Schedule | None:
+        """Replay ``trace`` (postprocs removed) and apply the postprocs; None if invalid."""
+        sch = self._apply(trace)
+        if sch is None:
+            return None
+        try:
             sch.enter_postproc()
             for postproc in self.postprocs:
                 if not postproc.apply(sch):
@@ -117,14 +127,8 @@ class CandidateCache:
 
     def _location_taken(self, trace: Trace, index: int, location: int) -> int | None:
         """The decision the replay takes when instruction ``index`` asks for ``location``."""
-        sch = Schedule(self.mod, seed=self.seed, debug_mask=0, error_render_level="none")
-        try:
-            apply_change(trace, Change(index, location)).apply_to_schedule(
-                sch, remove_postproc=True
-            )
-        except (RuntimeError, ValueError, TypeError, IndexError):
-            return None
-        return int(sch.trace.get_decision(sch.trace.insts[index]))
+        sch = self._apply(apply_change(trace, Change(index, location)))
+        return None if sch is None else int(sch.trace.get_decision(sch.trace.insts[index]))
 
     def candidate(self, trace: Trace, *, claim: bool = True) -> tuple[str, Schedule] | None:
         """Build a new candidate from ``trace``: (its key, its schedule), or None.

@@ -203,12 +203,17 @@ def test_pairs_of_moves_extend_a_converged_descent(matmul64, target, tmp_path):
     assert pairs >= 2
 
 
-def _unmeasured_neighbours(db, strategy, mod, target, max_step):
-    """The valid neighbours (steps 1..max_step) of the strategy's pick not in ``db``."""
+def _replayed_pick(strategy, mod, target):
+    """A fresh ``CandidateCache`` of ``mod`` and the strategy's pick replayed in it."""
     (pick,) = strategy.picks
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply")
     cache = CandidateCache(ctx.mod, list(ctx.space_generator.postprocs), 1)
-    start = cache.replay(pick.trace)
+    return cache, cache.replay(pick.trace)
+
+
+def _unmeasured_neighbours(db, strategy, mod, target, max_step):
+    """The valid neighbours (steps 1..max_step) of the strategy's pick not in ``db``."""
+    cache, start = _replayed_pick(strategy, mod, target)
     cache.claim(start)
     measured = {trace_key(r.trace) for r in db.get_all_tuning_records()}
     hashes = {_module_hash(mod, r.trace) for r in db.get_all_tuning_records()}
@@ -295,10 +300,7 @@ def test_a_converged_descent_tried_every_valid_compute_location(target, tmp_path
     )
     missing, _ = _unmeasured_neighbours(db, strategies[0], conv, target, 1)
     assert not missing, missing
-    (pick,) = strategies[0].picks
-    ctx = ms.TuneContext(mod=conv, target=target, space_generator="post-order-apply")
-    cache = CandidateCache(ctx.mod, list(ctx.space_generator.postprocs), 1)
-    start = cache.replay(pick.trace)
+    cache, start = _replayed_pick(strategies[0], conv, target)
     locations = cache.compute_locations(start.trace)
     assert locations, "no compute location in the conv's pick"
     base = coordinates(start.trace)
