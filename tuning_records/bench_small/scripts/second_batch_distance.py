@@ -27,33 +27,13 @@ guide to the gains. Reads the JSON records without TVM:
     python tuning_records/bench_small/scripts/second_batch_distance.py [bench_dir] [batch]
 """
 
-import json
 import sys
 from pathlib import Path
 
+from _trace_records import distance, records
+
 root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 32
-
-
-def records(path: Path) -> list[tuple[float, str, dict]]:
-    """(mean seconds, sketch, decisions) of every record, in the order they were committed."""
-    out = []
-    for line in path.read_text().splitlines():
-        _, (trace, secs, *_) = json.loads(line)
-        insts, decisions = trace
-        cut = next((k for k, i in enumerate(insts) if i[0] == "EnterPostproc"), len(insts))
-        sketch = json.dumps([(i[0], i[2]) for i in insts[:cut]])
-        values = {k: json.dumps(v) for k, v in decisions}
-        for k, inst in enumerate(insts[:cut]):
-            if inst[0] == "Annotate" and inst[2] == ["meta_schedule.parallel"]:
-                values[f"parallel@{k}"] = str(inst[1][1])
-        ok = [s for s in (secs or []) if s < 1e9]
-        out.append((sum(ok) / len(ok) if ok else float("inf"), sketch, values))
-    return out
-
-
-def distance(a: dict, b: dict) -> int:
-    return sum(a.get(k) != b.get(k) for k in set(a) | set(b))
 
 
 print(
