@@ -103,8 +103,9 @@ class DropletStrategy(PySearchStrategy):
         warms up, the neighbours keep their seeded random order.
     control_every : int, optional
         Re-measure the incumbent in every ``control_every``-th slot of a descent batch (and
-        the first two and the last), and compare each candidate with the drift-corrected
-        controls nearest to it; a challenger's confirmation then takes two slots, each after
+        the first two and the last), and test each candidate's slots against a line fitted to
+        the batch's controls (with fewer than 4 usable controls: against the drift-corrected
+        controls nearest to it); a challenger's confirmation then takes two slots, each after
         its own control. None: one control at the head of the batch, one confirmation slot.
     max_challengers : int
         Challengers confirmed in one batch.
