@@ -166,6 +166,11 @@ class CandidateCache:
             self.modules.setdefault(mhash, (key, sch.trace))
         return key, sch
 
+    def measured_module(self, sch: Schedule) -> bool:
+        """Whether a trace measured (or found invalid) before built the module of ``sch``."""
+        owner = self.modules.get(tvm_ffi.structural_hash(sch.mod))
+        return owner is not None and owner[0] in self.seen
+
     def claim(self, sch: Schedule) -> bool:
         """Remember a schedule (a kept candidate, the incumbent) so that duplicates are skipped.
 

@@ -106,7 +106,8 @@ class Descent(Generic[P]):
     rank : Callable[[Sequence[Neighbour]], Sequence[float]], optional
         Scores of neighbours, higher is more promising (e.g. the task's cost model). With it the
         neighbourhood of every step up to ``max_step`` is loaded at once and measured best
-        first, and re-scored after every batch (the model learns from each batch).
+        first, and re-scored before every batch (the model learns from each batch: it is updated
+        after :meth:`observe`, so the queues are ranked anew at the next :meth:`propose`).
     control_every : int, optional
         Put a control in every ``control_every``-th slot and in the last slot of a batch, and
         compare each candidate with its nearest controls. None: one control, at the head.
@@ -208,6 +209,10 @@ class Descent(Generic[P]):
         self._challengers: list[_Challenger] = []
         self._batch: list[Proposal] | None = None
         self._scores: dict[Hashable, float] = {}
+        # results observed since the queues were last ranked: the caller's cost model learns
+        # from each batch only after observe() returns (MetaSchedule updates it after the
+        # strategy reads the results), so the ranking is renewed at the next propose()
+        self._rank_stale = False
         # log latency of every measured point relative to the start, chained through the
         # in-batch comparisons: what lets a point measured beside an earlier incumbent come back
         # as a challenger of a later one (it is confirmed, never trusted, before a move).
@@ -265,6 +270,11 @@ class Descent(Generic[P]):
         """
         if self._batch is not None:
             raise RuntimeError("propose() called twice without observe() of the first batch")
+        if self._rank_stale:
+            self._rank_stale = False
+            self._rerank(self._queue)
+            if self._spec_of is not None:
+                self._rerank(self._spec)
         if last and not self._challengers and not self._converged and max_batch >= 1:
             items: list[Proposal] = []
             self._take(items, max_batch)
@@ -300,6 +310,7 @@ class Descent(Generic[P]):
         if len(results) != len(proposals):
             raise ValueError(f"expected {len(proposals)} results, got {len(results)}")
         self._batch = None
+        self._rank_stale = self._rank is not None
         res = [list(r) if r is not None and len(r) > 0 else None for r in results]
         if all(p.role != "control" for p in proposals):  # a scout batch (every other has one)
             ok = sum(r is not None for r in res)
@@ -369,8 +380,6 @@ class Descent(Generic[P]):
                 self._recentre([])
                 return
         self._prepare_speculation()
-        if self._rank is not None:
-            self._rerank(self._queue)
         if not self._queue.items and not self._challengers:
             self._fill_queue(widen=True)
 
@@ -669,9 +678,7 @@ class Descent(Generic[P]):
             return
         top = self._challengers[0].neighbour
         if self._spec_of == top.key:
-            if self._rank is not None:
-                self._rerank(self._spec)
-            return
+            return  # ranked again at the next propose()
         self._spec_of = top.key
         steps = range(1, self._max_step + 1) if self._rank is not None else (1,)
         self._spec = self._load(top.point, steps)

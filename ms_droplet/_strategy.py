@@ -58,6 +58,9 @@ _PRETRAIN_RECORDS = 512
 #: Records before a warming ``XGBModel``'s booster picks among ``explore_pool`` candidates
 #: (without ``rank_min_records``).
 _POOL_MIN_RECORDS = 16
+#: Times the inner EvolutionarySearch is asked for one exploration batch whose candidates
+#: were measured before (each ask marks its picks as measured, so the next brings others).
+_EXPLORE_ATTEMPTS = 4
 
 
 @derived_object
@@ -495,8 +498,13 @@ class DropletStrategy(PySearchStrategy):
             self._stop_exploring(run)
             self._stop_side_exploration(run)
             lowest = run.database.get_top_k(run.workload, 1)  # what stock compile_tir takes
-            if run.descent is not None:
-                pick_is_incumbent = log_final_pick(run, run.descent.incumbent.key, lowest)
+            # the last descent's incumbent (one that converged before an exploration slice
+            # that the budget ended is among the past incumbents)
+            last = run.descent.incumbent if run.descent is not None else None
+            if last is None and run.past_incumbents:
+                last = run.past_incumbents[-1]
+            if last is not None:
+                pick_is_incumbent = log_final_pick(run, last.key, lowest)
             assert self._context is not None
             record, pick_is_lowest = pick_record(run, self._context.target, lowest)
             if record is not None:
@@ -714,11 +722,50 @@ class DropletStrategy(PySearchStrategy):
             )
             self._stop_exploring(run)
             return None
-        cands = self._evo.generate_measure_candidates()
-        if cands is None or len(cands) == 0:
+        cands = self._unmeasured_exploration(run)
+        if not cands:
             self._stop_exploring(run)
             return None
-        return list(cands)
+        return cands
+
+    def _unmeasured_exploration(self, run: RunState) -> list[MeasureCandidate]:
+        """The inner EvolutionarySearch's next candidates, without kernels measured before.
+
+        Each ``pre_tuning`` of TVM's EvolutionarySearch starts with an empty set of measured
+        modules, though it seeds its population with the database's best records; so an
+        exploration slice after a converged descent (or a resumed tuning) proposes some of
+        those records again (up to 44 % of a slice's trials on the plateau bench). They are
+        dropped here, and the search is asked again (it has marked its picks as measured)
+        until the batch is full, it has nothing new, or ``_EXPLORE_ATTEMPTS`` asks.
+        """
+        assert self._evo is not None
+        want = min(run.num_trials_per_iter, run.evo_budget - run.evo_trials)
+        out: list[MeasureCandidate] = []
+        keys: set[str] = set()
+        dropped = 0
+        for _ in range(_EXPLORE_ATTEMPTS):
+            cands = self._evo.generate_measure_candidates()
+            if cands is None or len(cands) == 0:
+                break
+            again = 0
+            for cand in cands:
+                key = trace_key(cand.sch.trace)
+                if key in run.cache.seen or key in keys or run.cache.measured_module(cand.sch):
+                    again += 1
+                    continue
+                keys.add(key)
+                out.append(cand)
+            dropped += again
+            if not again or len(out) >= want:
+                break
+        if dropped:
+            run.logger.info(
+                "Droplet: EvolutionarySearch proposed %d kernel(s) measured before; %d new "
+                "one(s) go to this batch",
+                dropped,
+                min(len(out), want),
+            )
+        return out[:want]
 
     def _start_exploring(self, run: RunState, trials: int, *, adaptive: bool) -> None:
         assert self._evo is not None
@@ -773,6 +820,7 @@ class DropletStrategy(PySearchStrategy):
                 run.evo_trials += len(measure_candidates)
             for cand in measure_candidates:
                 run.cache.seen.add(trace_key(cand.sch.trace))
+                run.cache.claim(cand.sch)  # its module: a descent never measures it again
             self._track_best(run, results)
             if self.stagnation_after_warmup and model_warming(run.cost_model):
                 run.since_best = 0  # random picks so far: nothing to call stagnation yet

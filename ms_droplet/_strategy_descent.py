@@ -97,6 +97,9 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     key = trace_key(sch.trace)
     run.cache.seen.add(key)
     run.descended.add(key)
+    # the record's own key too: where the replay re-resolved a decision, the record would
+    # otherwise start every later descent again
+    run.descended.add(trace_key(rec.trace))
     run.num_descents += 1
     if run.explored_trials is None:
         run.explored_trials = run.trials

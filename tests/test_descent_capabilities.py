@@ -155,11 +155,33 @@ def test_ranked_neighbourhood_is_rescored_after_each_batch() -> None:
         return [0.0] * len(nbs)
 
     d = Descent(nb((7, 7, 7, 7)), neighbours=box_neighbours(), rank=rank, seed=0)
-    for _ in range(2):
+    for _ in range(3):
         props = d.propose(4)
         assert props is not None
         d.observe([[1.0, 1.0, 1.0]] * len(props))
     assert len(calls) >= 3 and calls[1] < calls[0]  # the remaining queue, scored again
+
+
+def test_the_next_batch_is_ranked_by_the_model_updated_after_observe() -> None:
+    # MetaSchedule updates the cost model after the strategy has read a batch's results, so
+    # the scores that order the next batch are asked for at propose(), not in observe()
+    favourite: list[tuple[int, ...]] = []
+
+    def rank(nbs):
+        return [1.0 if n.point in favourite else 0.0 for n in nbs]
+
+    d = Descent(nb((7, 7, 7, 7)), neighbours=box_neighbours(), rank=rank, seed=0)
+    props = d.propose(4)
+    assert props is not None
+    first = {p.neighbour.point for p in props if p.role == "explore"}
+    d.observe([[1.0, 1.0, 1.0]] * len(props))
+    # the model's update: one neighbour not measured yet now scores best
+    remaining = [n.point for s in (1, 2, 3) for n in box_neighbours()((7, 7, 7, 7), s)]
+    favourite.append(next(p for p in reversed(remaining) if p not in first))
+    props = d.propose(4)
+    assert props is not None
+    explored = [p.neighbour.point for p in props if p.role == "explore"]
+    assert favourite[0] in explored, (explored, favourite)
 
 
 # ---------------------------------------------------------------------------- drift

@@ -37,7 +37,7 @@ from tvm.s_tir.meta_schedule.testing import te_workload
 
 import ms_droplet
 from ms_droplet._candidates import CandidateCache
-from ms_droplet._decisions import moves, trace_key
+from ms_droplet._decisions import Change, apply_change, moves, trace_key
 from ms_droplet._records import samples_of, scheduled_module
 
 from ._fakes import HashBuilder, LandscapeRunner
@@ -211,6 +211,12 @@ def _replayed_pick(strategy, mod, target):
     return cache, cache.replay(pick.trace)
 
 
+def _moved_module(cache, trace, index, value) -> int | None:
+    """The structural hash of ``trace`` with decision ``index`` set to ``value`` (replayed)."""
+    sch = cache.replay(apply_change(trace, Change(index, value)))
+    return None if sch is None else tvm_ffi.structural_hash(sch.mod)
+
+
 def _unmeasured_neighbours(db, strategy, mod, target, max_step):
     """The valid neighbours (steps 1..max_step) of the strategy's pick not in ``db``."""
     cache, start = _replayed_pick(strategy, mod, target)
@@ -305,12 +311,16 @@ def test_a_converged_descent_tried_every_valid_compute_location(target, tmp_path
     assert locations, "no compute location in the conv's pick"
     base = coordinates(start.trace)
     around = [c for c in map(coordinates, (r.trace for r in db.get_all_tuning_records()))]
+    hashes = {_module_hash(conv, r.trace) for r in db.get_all_tuning_records()}
     for k, valid in locations.items():
         key = ("decision", k)
         tried = {c[key] for c in around if num_differences(base, c) == 1 and c[key] != base[key]}
         others = set(valid) - {base[key]}
         if valid_locations:
-            assert tried == others, (tried, valid)
+            # a location whose kernel was measured as another trace (an explored one) is not
+            # measured again: it counts as tried
+            same = {v for v in others - tried if _moved_module(cache, start.trace, k, v) in hashes}
+            assert tried | same == others, (tried, same, valid)
         else:
             assert tried <= {base[key] - 1, base[key] + 1}, (tried, valid)
             assert len(others) > 2  # so the check above says something
@@ -349,6 +359,15 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
     assert "earlier incumbent" not in line and labels, line
     started = {int(n) for n in re.findall(r"Droplet: descent (\d+) starts", log)}
     assert {int(n) for n in labels} <= started, (line, started)
+    # An exploration slice measures no kernel measured before: TVM's EvolutionarySearch seeds
+    # each new run with the database's best records and proposes some of them again.
+    measured = [h for b in runner.batches for h in b]
+    slices = re.findall(r"descent converged with (\d+) trial\(s\) left; exploring (\d+) more", log)
+    assert slices
+    for left, n in slices:
+        begin = 400 - int(left)
+        again = set(measured[begin : begin + int(n)]) & set(measured[:begin])
+        assert not again, f"an exploration slice measured {len(again)} kernel(s) again"
 
 
 def _switch_after(work_dir) -> int:
