@@ -734,7 +734,7 @@ class DropletStrategy(PySearchStrategy):
         Each ``pre_tuning`` of TVM's EvolutionarySearch starts with an empty set of measured
         modules, though it seeds its population with the database's best records; so an
         exploration slice after a converged descent (or a resumed tuning) proposes some of
-        those records again (up to 44 % of a slice's trials on the plateau bench). They are
+        those records again (up to 56 % of a slice's trials on the plateau bench). They are
         dropped here, and the search is asked again (it has marked its picks as measured)
         until the batch is full, it has nothing new, or ``_EXPLORE_ATTEMPTS`` asks.
         """
