@@ -209,10 +209,11 @@ class Descent(Generic[P]):
         self._challengers: list[_Challenger] = []
         self._batch: list[Proposal] | None = None
         self._scores: dict[Hashable, float] = {}
-        # results observed since the queues were last ranked: the caller's cost model learns
-        # from each batch only after observe() returns (MetaSchedule updates it after the
-        # strategy reads the results), so the ranking is renewed at the next propose()
-        self._rank_stale = False
+        # the queues whose scores predate the last observed batch: the caller's cost model
+        # learns from a batch only after observe() returns (MetaSchedule updates it after the
+        # strategy reads the results), so they are ranked again at the next propose(); a queue
+        # loaded during observe() was ranked at its load (and may carry an order to keep)
+        self._stale: list[_Queue] = []
         # log latency of every measured point relative to the start, chained through the
         # in-batch comparisons: what lets a point measured beside an earlier incumbent come back
         # as a challenger of a later one (it is confirmed, never trusted, before a move).
@@ -270,11 +271,10 @@ class Descent(Generic[P]):
         """
         if self._batch is not None:
             raise RuntimeError("propose() called twice without observe() of the first batch")
-        if self._rank_stale:
-            self._rank_stale = False
-            self._rerank(self._queue)
-            if self._spec_of is not None:
-                self._rerank(self._spec)
+        for queue in self._stale:
+            if queue is self._queue or queue is self._spec:
+                self._rerank(queue)
+        self._stale = []
         if last and not self._challengers and not self._converged and max_batch >= 1:
             items: list[Proposal] = []
             self._take(items, max_batch)
@@ -310,7 +310,7 @@ class Descent(Generic[P]):
         if len(results) != len(proposals):
             raise ValueError(f"expected {len(proposals)} results, got {len(results)}")
         self._batch = None
-        self._rank_stale = self._rank is not None
+        self._stale = [self._queue, self._spec] if self._rank is not None else []
         res = [list(r) if r is not None and len(r) > 0 else None for r in results]
         if all(p.role != "control" for p in proposals):  # a scout batch (every other has one)
             ok = sum(r is not None for r in res)

@@ -528,7 +528,9 @@ def _slope(p) -> float:
     return 1.0 - 0.1 * (p[0] - 5) - 0.06 * (p[1] - 5) - 0.03 * (p[2] - 5) + 0.03 * (p[3] - 5)
 
 
-def _carrying(start, *, seed: int = 0, confirm: bool = False, carry: bool = True, events=None):
+def _carrying(
+    start, *, seed: int = 0, confirm: bool = False, carry: bool = True, events=None, rank=None
+):
     """A descent of the small-budget layout (one control a batch, no confirmation by default)."""
     return Descent(
         nb(start),
@@ -538,12 +540,13 @@ def _carrying(start, *, seed: int = 0, confirm: bool = False, carry: bool = True
         control_every=None,
         carry=carry,
         on_event=events.append if events is not None else None,
+        rank=rank,
     )
 
 
-def _after_first_move(seed: int, *, carry: bool, confirm: bool = False) -> list[str]:
+def _after_first_move(seed: int, *, carry: bool, confirm: bool = False, rank=None) -> list[str]:
     """The neighbours the batch after the first move measures (the start's 8 all measured)."""
-    d = _carrying((5, 5, 5, 5), seed=seed, confirm=confirm, carry=carry)
+    d = _carrying((5, 5, 5, 5), seed=seed, confirm=confirm, carry=carry, rank=rank)
     runner = Runner(_slope, seed=seed, sigma=0.005, repeat=3)
     first = d.propose(9)  # a control and the 8 neighbours of the start
     assert first is not None
@@ -568,6 +571,19 @@ def test_after_a_move_the_moves_faster_before_are_measured_first(confirm: bool) 
         assert order[:2] == ["x0+1", "x1+1"], order
         assert set(order[2:4]) == {"x2+1", "x3-1"}, order
         assert set(order[4:]) == {"x1-1", "x2-1", "x3+1"}, order
+
+
+def test_the_carried_order_survives_the_ranking_of_the_next_batch() -> None:
+    # a model that favours points near the start (so the first batch holds its 8 step-1
+    # neighbours, as without ranking) and, among them, the moves slower there (x3+): the new
+    # incumbent's queue is ranked when it is loaded and then carried; asking the model again
+    # at the next propose() must not undo the carried order
+    def rank(nbs):
+        return [p[3] - 10.0 * sum(abs(x - 5) for x in p) for p in (n.point for n in nbs)]
+
+    for seed in range(3):
+        order = _after_first_move(seed, carry=True, rank=rank)
+        assert order[:2] == ["x0+1", "x1+1"], order
 
 
 def test_without_carry_the_neighbours_keep_their_seeded_order() -> None:
