@@ -30,7 +30,8 @@ One round works like this:
 * a neighbour significantly faster than its nearest controls becomes a *challenger* (up to
   ``max_challengers`` at once); it is re-measured beside a control in the next batch
   (confirmation, an independent test at ``pvalue`` divided by the number of confirmations in the
-  batch) and the incumbent moves only if it wins again; with ``confirm=False`` the move is
+  batch) and the incumbent moves only if it wins again (with ``reconfirm``, an inconclusive
+  confirmation gets a second one, each at the level over 1.5); with ``confirm=False`` the move is
   immediate, to the fastest neighbour whose test passes at ``pvalue`` divided by the number of
   neighbours compared in the batch (Bonferroni: the fastest of many is picked; ``pvalue`` per
   test with ``correct_moves=False``);
@@ -59,6 +60,10 @@ __all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Rol
 
 P = TypeVar("P")
 
+#: With ``reconfirm``: each of a challenger's (at most) two confirmations is held to the level
+#: divided by this (the expected number of looks of a challenger that is not faster).
+_RECONFIRM_SPLIT = 1.5
+
 
 @dataclass
 class _Challenger:
@@ -67,6 +72,7 @@ class _Challenger:
     control: list[float]
     first: Comparison
     step: int
+    looks: int = 0  # confirmations it has had (with ``reconfirm``, at most two)
 
 
 @dataclass
@@ -131,6 +137,13 @@ class Descent(Generic[P]):
     correct_moves : bool
         With ``confirm=False``: hold each test of a batch to ``pvalue`` divided by the
         neighbours compared in it (Bonferroni). False: ``pvalue`` per test.
+    reconfirm : bool
+        A challenger whose confirmation is inconclusive (faster than its controls, but not
+        significantly) is re-measured once more, in the next batch, instead of being
+        rejected; each of its two confirmations is then held to the level divided by 1.5, so
+        that a challenger that is not faster passes either with about the same probability
+        as one confirmation at the full level (group-sequential, two looks). False: one
+        confirmation decides.
     carry : bool
         After a move, measure first the moves (neighbour ``coordinate`` labels, which name a
         change relative to the point) that were faster at the previous incumbent: the move
@@ -163,6 +176,7 @@ class Descent(Generic[P]):
         combine_best: int = 8,
         correct_moves: bool = True,
         carry: bool = False,
+        reconfirm: bool = False,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -178,6 +192,7 @@ class Descent(Generic[P]):
         self._confirm = confirm
         self._correct_moves = correct_moves
         self._carry = carry
+        self._reconfirm = reconfirm
         self._carried: list[str] = []  # labels faster at the previous incumbent, best first
         self._slower: set[str] = set()  # ... and those slower there
         self._seen: MutableSet = seen if seen is not None else set()
@@ -489,7 +504,12 @@ class Descent(Generic[P]):
             self._challengers = pending  # none was in this batch (a failed control batch)
             return None
         alpha = self._pvalue / len(index)  # Bonferroni over the confirmations of this batch
+        if self._reconfirm:
+            # two looks at most: under the null the second comes after a first look that failed
+            # with the ratio below 1 (about half of them), so 1.5 looks on average
+            alpha /= _RECONFIRM_SPLIT
         best: tuple[_Challenger, Comparison, list[float]] | None = None
+        again: list[_Challenger] = []
         for ch in pending:
             slots = [i for i in index.get(ch.neighbour.key, []) if res[i]]
             if ch.neighbour.key not in index:
@@ -504,6 +524,17 @@ class Descent(Generic[P]):
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
             if not cmp.significant(alpha):
+                ch.looks += 1
+                if self._reconfirm and ch.looks < 2 and cmp.testable and cmp.ratio < 1.0:
+                    again.append(ch)
+                    self._emit(
+                        "inconclusive",
+                        ch.neighbour.coordinate,
+                        cmp.ratio,
+                        cmp.pvalue,
+                        message=f"(needed p < {alpha:.3g})",
+                    )
+                    continue
                 self._emit(
                     "reject",
                     ch.neighbour.coordinate,
@@ -525,6 +556,8 @@ class Descent(Generic[P]):
                     loser[1].pvalue,
                     message="(confirmed, but another challenger was faster)",
                 )
+        if best is None:
+            self._challengers = again  # re-measured in the next batch (dropped after a move)
         return best
 
     def _after_move(

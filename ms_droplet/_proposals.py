@@ -30,7 +30,15 @@ P = TypeVar("P")
 Role = Literal["control", "confirm", "explore"]
 #: What the descent decided.
 EventKind = Literal[
-    "challenger", "move", "reject", "widen", "converged", "control-failed", "scouted", "carried"
+    "challenger",
+    "inconclusive",
+    "move",
+    "reject",
+    "widen",
+    "converged",
+    "control-failed",
+    "scouted",
+    "carried",
 ]
 
 

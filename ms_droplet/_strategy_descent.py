@@ -214,4 +214,5 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         combine_best=max(settings.combine_best, 2),
         correct_moves=settings.correct_moves,
         carry=settings.carry_moves,
+        reconfirm=settings.reconfirm,
     )

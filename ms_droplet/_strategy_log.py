@@ -89,6 +89,14 @@ def log_event(logger: logging.Logger, ev: DescentEvent) -> None:
             100.0 * (1.0 - (ev.ratio or 1.0)),
             p,
         )
+    elif ev.kind == "inconclusive":
+        logger.info(
+            "Droplet: %s inconclusive (ratio %.3f, p=%s) %s; re-measuring it once more",
+            ev.coordinate,
+            ev.ratio or 1.0,
+            p,
+            ev.message,
+        )
     elif ev.kind == "reject":
         ratio = "n/a" if ev.ratio is None else f"{ev.ratio:.3f}"
         logger.info(

@@ -887,6 +887,39 @@ def test_carried_moves_lead_the_batch_after_a_move(matmul64, target, tmp_path):
         assert re.search(r"first: (tile|categorical|compute_location|parallel)#", lines[i])
 
 
+def test_an_inconclusive_confirmation_is_decided_in_the_next_batch(matmul64, target, tmp_path):
+    # reconfirm with noisy measurements: a challenger whose confirmation is inconclusive is
+    # confirmed once more (moved to, or rejected), unless another challenger of its batch
+    # was confirmed (the descent moved on)
+    log, _, _, strategy = _tune_until(
+        matmul64,
+        target,
+        tmp_path,
+        lambda log: " inconclusive (ratio " in log,
+        trials=160,
+        per_iter=16,
+        evo_trials=16,
+        runner=LandscapeRunner(noise=0.25),
+        reconfirm=True,
+    )
+    assert strategy.reconfirm is True
+    decisions = [
+        ln.split("Droplet: ", 1)[1]
+        for ln in log.splitlines()
+        if re.search(r"Droplet: (move along|\S+ not confirmed|\S+ inconclusive)", ln)
+    ]
+    first = next(i for i, d in enumerate(decisions) if " inconclusive (ratio " in d)
+    assert re.search(r"\(needed p < [0-9.e-]+\); re-measuring it once more$", decisions[first])
+    coordinate = decisions[first].split(" ", 1)[0]
+    after = decisions[first + 1 :]
+    assert after, "the inconclusive challenger was never decided"
+    decided = after[0].startswith("move along") or any(
+        d.startswith(f"move along {coordinate}:") or d.startswith(f"{coordinate} not confirmed")
+        for d in after
+    )
+    assert decided, decisions[first:]
+
+
 def test_small_budget_batch_none_keeps_the_settings(matmul64, target, tmp_path):
     # the same tuning with small_budget_batch=None: one wide descent batch, spread controls
     _, runner = _tune(
