@@ -707,11 +707,20 @@ def test_a_slower_confirmation_is_rejected_at_once_with_reconfirm() -> None:
     assert d.incumbent.point == (5,)
 
 
-def _moves_to_the_faster_value(gain: float, *, reconfirm: bool, seeds=range(60)):
-    """Runs (of ``seeds``) that end on the one faster value, runs that end elsewhere, and the
-    inconclusive confirmations, on a flat 4-D landscape where value 8 of the first coordinate
-    is ``gain`` faster, under a drift, with the default strategy's capabilities."""
-    found = wrong = inconclusive = 0
+def moves_to_the_faster_value(
+    gain: float,
+    *,
+    reconfirm: bool,
+    seeds=range(60),
+    control_every: int = 4,
+    max_batch: int = 12,
+) -> dict[str, int]:
+    """Descents on a flat 4-D landscape where value 8 of the first coordinate is ``gain``
+    faster, from (7, 7, 7, 7), under a drift, with the default strategy's capabilities (also
+    run by ``tuning_records/bench_small/scripts/reconfirm_synthetic.py``). Counts over
+    ``seeds``: runs that end on the faster value (``found``), runs that end elsewhere but the
+    start (``wrong``), moves, confirmations decided and inconclusive ones."""
+    out = dict.fromkeys(("found", "wrong", "moves", "confirmations", "inconclusive"), 0)
     for seed in seeds:
         trace = Trace()
         d = Descent(
@@ -719,27 +728,32 @@ def _moves_to_the_faster_value(gain: float, *, reconfirm: bool, seeds=range(60))
             neighbours=box_neighbours(),
             on_event=trace.events.append,
             seed=seed,
-            control_every=4,
+            control_every=control_every,
             max_challengers=2,
             speculate=True,
             reconfirm=reconfirm,
             rank=lambda nbs: list(np.random.default_rng(len(nbs)).random(len(nbs))),
         )
-        f = lambda p: 1.0 - gain if p[0] == 8 else 1.0  # noqa: E731
-        run(d, DriftRunner(f, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=12)
-        found += d.incumbent.point[0] == 8
-        wrong += d.incumbent.point != (7, 7, 7, 7) and d.incumbent.point[0] != 8
-        inconclusive += len(trace.kinds("inconclusive"))
-    return found, wrong, inconclusive
+
+        def f(p, gain=gain):
+            return 1.0 - gain if p[0] == 8 else 1.0
+
+        run(d, DriftRunner(f, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=max_batch)
+        out["found"] += d.incumbent.point[0] == 8
+        out["wrong"] += d.incumbent.point != (7, 7, 7, 7) and d.incumbent.point[0] != 8
+        out["moves"] += len(d.moves)
+        out["confirmations"] += len(trace.kinds("move", "reject", "inconclusive"))
+        out["inconclusive"] += len(trace.kinds("inconclusive"))
+    return out
 
 
 def test_reconfirm_finds_more_real_gains_without_more_false_moves() -> None:
-    found, wrong, _ = _moves_to_the_faster_value(0.08, reconfirm=False)
-    found_re, wrong_re, inconclusive = _moves_to_the_faster_value(0.08, reconfirm=True)
-    assert inconclusive > 0
+    once = moves_to_the_faster_value(0.08, reconfirm=False)
+    twice = moves_to_the_faster_value(0.08, reconfirm=True)
+    assert twice["inconclusive"] > 0
     # an 8 % gain under 3 % noise: a second look at inconclusive confirmations finds it more often
-    assert found_re > found, (found_re, found)
+    assert twice["found"] > once["found"], (twice, once)
     # each of the two looks is held to the level over 1.5: no more wrong moves than one look
-    assert wrong_re <= wrong + 2, (wrong_re, wrong)
-    _, flat_wrong, _ = _moves_to_the_faster_value(0.0, reconfirm=True)
-    assert flat_wrong <= 0.05 * 60 + 3, flat_wrong
+    assert twice["wrong"] <= once["wrong"] + 2, (twice, once)
+    flat = moves_to_the_faster_value(0.0, reconfirm=True)
+    assert flat["wrong"] <= 0.05 * 60 + 3, flat

@@ -32,40 +32,9 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.getcwd())
 
-from ms_droplet._descent import Descent
-from tests._descent_helpers import Trace, box_neighbours, nb
-from tests.test_descent_capabilities import DriftRunner, ramp, run
-
-
-def trial(gain: float, reconfirm: bool, seeds: range, control_every: int, batch: int) -> tuple:
-    found = wrong = moves = confirmations = 0
-    for seed in seeds:
-        trace = Trace()
-        d = Descent(
-            nb((7, 7, 7, 7)),
-            neighbours=box_neighbours(),
-            on_event=trace.events.append,
-            seed=seed,
-            control_every=control_every,
-            max_challengers=2,
-            speculate=True,
-            reconfirm=reconfirm,
-            rank=lambda nbs: list(np.random.default_rng(len(nbs)).random(len(nbs))),
-        )
-
-        def f(p, gain=gain):
-            return 1.0 - gain if p[0] == 8 else 1.0
-
-        run(d, DriftRunner(f, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=batch)
-        found += d.incumbent.point[0] == 8
-        wrong += d.incumbent.point != (7, 7, 7, 7) and d.incumbent.point[0] != 8
-        moves += len(d.moves)
-        confirmations += len(trace.kinds("move", "reject", "inconclusive"))
-    return found, wrong, moves, confirmations
+from tests.test_descent_capabilities import moves_to_the_faster_value
 
 
 def main(n: int) -> None:
@@ -75,10 +44,16 @@ def main(n: int) -> None:
     for batch, every in ((32, 8), (12, 4)):
         for gain in (0.0, 0.05, 0.08, 0.12):
             for reconfirm in (False, True):
-                found, wrong, moves, confs = trial(gain, reconfirm, range(n), every, batch)
+                c = moves_to_the_faster_value(
+                    gain,
+                    reconfirm=reconfirm,
+                    seeds=range(n),
+                    control_every=every,
+                    max_batch=batch,
+                )
                 print(
-                    f"| {batch}, {every} | {gain:.2f} | {reconfirm} | {found} | {wrong} | "
-                    f"{moves} | {confs} |",
+                    f"| {batch}, {every} | {gain:.2f} | {reconfirm} | {c['found']} | {c['wrong']} "
+                    f"| {c['moves']} | {c['confirmations']} |",
                     flush=True,
                 )
 
