@@ -72,7 +72,7 @@ class _Challenger:
     control: list[float]
     first: Comparison
     step: int
-    looks: int = 0  # confirmations it has had (with ``reconfirm``, at most two)
+    looks: int = 0  # confirmations it has failed (with ``reconfirm``, a second comes after one)
 
 
 @dataclass

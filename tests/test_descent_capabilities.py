@@ -306,23 +306,49 @@ def test_speculation_measures_the_challengers_neighbours_and_uses_them() -> None
     assert explores <= 12
 
 
-def test_false_move_rate_with_all_capabilities_on_a_flat_landscape() -> None:
-    moves = confirmations = 0
-    for seed in range(60):
+def moves_to_the_faster_value(
+    gain: float,
+    *,
+    reconfirm: bool,
+    seeds=range(60),
+    control_every: int = 4,
+    max_batch: int = 12,
+) -> dict[str, int]:
+    """Descents on a flat 4-D landscape where value 8 of the first coordinate is ``gain``
+    faster, from (7, 7, 7, 7), under a drift, with the default strategy's capabilities (also
+    run by ``tuning_records/bench_small/scripts/reconfirm_synthetic.py``). Counts over
+    ``seeds``: runs that end on the faster value (``found``), runs that end elsewhere but the
+    start (``wrong``), moves, confirmations decided and inconclusive ones."""
+    out = dict.fromkeys(("found", "wrong", "moves", "confirmations", "inconclusive"), 0)
+    for seed in seeds:
         trace = Trace()
         d = Descent(
             nb((7, 7, 7, 7)),
             neighbours=box_neighbours(),
             on_event=trace.events.append,
             seed=seed,
-            control_every=4,
+            control_every=control_every,
             max_challengers=2,
             speculate=True,
+            reconfirm=reconfirm,
             rank=lambda nbs: list(np.random.default_rng(len(nbs)).random(len(nbs))),
         )
-        run(d, DriftRunner(flat, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=12)
-        moves += len(d.moves)
-        confirmations += len(trace.kinds("move")) + len(trace.kinds("reject"))
+
+        def f(p, gain=gain):
+            return 1.0 - gain if p[0] == 8 else 1.0
+
+        run(d, DriftRunner(f, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=max_batch)
+        out["found"] += d.incumbent.point[0] == 8
+        out["wrong"] += d.incumbent.point != (7, 7, 7, 7) and d.incumbent.point[0] != 8
+        out["moves"] += len(d.moves)
+        out["confirmations"] += len(trace.kinds("move", "reject", "inconclusive"))
+        out["inconclusive"] += len(trace.kinds("inconclusive"))
+    return out
+
+
+def test_false_move_rate_with_all_capabilities_on_a_flat_landscape() -> None:
+    counts = moves_to_the_faster_value(0.0, reconfirm=False)  # no faster value: flat
+    moves, confirmations = counts["moves"], counts["confirmations"]
     # every move passed an independent confirmation at 0.05 (Bonferroni within the batch)
     assert moves <= 0.05 * confirmations + 2 * math.sqrt(max(confirmations, 1)), (
         moves,
@@ -705,46 +731,6 @@ def test_a_slower_confirmation_is_rejected_at_once_with_reconfirm() -> None:
     assert confirmed_in == [1, 0]
     assert [e.kind for e in trace.kinds("inconclusive", "reject", "move")] == ["reject"]
     assert d.incumbent.point == (5,)
-
-
-def moves_to_the_faster_value(
-    gain: float,
-    *,
-    reconfirm: bool,
-    seeds=range(60),
-    control_every: int = 4,
-    max_batch: int = 12,
-) -> dict[str, int]:
-    """Descents on a flat 4-D landscape where value 8 of the first coordinate is ``gain``
-    faster, from (7, 7, 7, 7), under a drift, with the default strategy's capabilities (also
-    run by ``tuning_records/bench_small/scripts/reconfirm_synthetic.py``). Counts over
-    ``seeds``: runs that end on the faster value (``found``), runs that end elsewhere but the
-    start (``wrong``), moves, confirmations decided and inconclusive ones."""
-    out = dict.fromkeys(("found", "wrong", "moves", "confirmations", "inconclusive"), 0)
-    for seed in seeds:
-        trace = Trace()
-        d = Descent(
-            nb((7, 7, 7, 7)),
-            neighbours=box_neighbours(),
-            on_event=trace.events.append,
-            seed=seed,
-            control_every=control_every,
-            max_challengers=2,
-            speculate=True,
-            reconfirm=reconfirm,
-            rank=lambda nbs: list(np.random.default_rng(len(nbs)).random(len(nbs))),
-        )
-
-        def f(p, gain=gain):
-            return 1.0 - gain if p[0] == 8 else 1.0
-
-        run(d, DriftRunner(f, drift=ramp, seed=seed, sigma=0.03, repeat=3), max_batch=max_batch)
-        out["found"] += d.incumbent.point[0] == 8
-        out["wrong"] += d.incumbent.point != (7, 7, 7, 7) and d.incumbent.point[0] != 8
-        out["moves"] += len(d.moves)
-        out["confirmations"] += len(trace.kinds("move", "reject", "inconclusive"))
-        out["inconclusive"] += len(trace.kinds("inconclusive"))
-    return out
 
 
 def test_reconfirm_finds_more_real_gains_without_more_false_moves() -> None:
