@@ -26,7 +26,12 @@ several seeds each. A move to B is a true move, any other move a false one.
 
 ``WORK_DIR_OF_A_TUNING``: any MetaSchedule work dir of one workload (e.g. from ``ms-droplet
 tune --work-dir``); B is its best record, S the record closest to ``--gap`` times B. Both are
-first re-measured interleaved (rotating order) to state the real gap.
+first re-measured interleaved (rotating order) to state the real gap. ``--flat`` makes B a copy
+of S too (every move is then false); ``--settings`` picks the descents compared: ``head`` (one
+control at the head of each batch), ``spread`` (spread controls, two confirmation slots),
+``strategy`` (the strategy's descent with spread controls: two challengers, speculation),
+``reconfirm`` (the same with ``reconfirm=True``) and ``pool`` (the same with ``pool_noise=True``
+too: today's defaults). ``--dims``: the landscape's coordinates (4: 24 neighbours up to step 3).
 """
 
 from __future__ import annotations
@@ -48,13 +53,43 @@ from ms_droplet._evaluate import measure_interleaved
 from ms_droplet._records import latency, samples_of, scheduled_module
 from ms_droplet._stats import median
 
-DIMS, LO, HI = 4, 0, 8
-START = (4, 4, 4, 4)
-FAST = (5, 4, 4, 4)
+LO, HI = 0, 8
+
+
+#: name -> (label, Descent keyword arguments)
+SETTINGS = {
+    "head": ("head control", {"control_every": None, "confirm_slots": 1}),
+    "spread": ("spread controls", {"control_every": 8, "confirm_slots": 2}),
+    "strategy": (
+        "strategy, no reconfirm",
+        {"control_every": 8, "confirm_slots": 2, "speculate": True, "fill": True},
+    ),
+    "pool": (
+        "strategy, reconfirm, pool_noise",
+        {
+            "control_every": 8,
+            "confirm_slots": 2,
+            "speculate": True,
+            "fill": True,
+            "reconfirm": True,
+            "pool_noise": True,
+        },
+    ),
+    "reconfirm": (
+        "strategy, reconfirm",
+        {
+            "control_every": 8,
+            "confirm_slots": 2,
+            "speculate": True,
+            "fill": True,
+            "reconfirm": True,
+        },
+    ),
+}
 
 
 def neighbours(p, step):
-    for d in range(DIMS):
+    for d in range(len(p)):
         for sign in (1, -1):
             v = p[d] + sign * step
             if LO <= v <= HI:
@@ -70,7 +105,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-batches", type=int, default=6, help="per descent")
+    ap.add_argument("--flat", action="store_true", help="B is a copy of S: every move is false")
+    ap.add_argument("--dims", type=int, default=4, help="coordinates of the landscape")
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["head", "spread"])
     args = ap.parse_args()
+    start, fast = (4,) * args.dims, (5,) + (4,) * (args.dims - 1)
 
     target = tvm.target.Target(
         {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2}
@@ -81,14 +120,19 @@ def main() -> None:
     best = recs[0]
     mod = best.workload.mod
     # Recorded latencies are single noisy measurements: pick S by an interleaved re-measurement
-    # of the best record beside a dozen others, as the one closest to --gap x slower.
-    others = recs[1:13]
+    # of the best record beside the dozen recorded nearest --gap x slower (a plateau's next
+    # records are often within 1 % of the best), as the one measured closest to it.
+    others = sorted(
+        recs[1:], key=lambda r: abs(latency(r.run_secs) / latency(best.run_secs) - args.gap)
+    )[:12]
     first = measure_interleaved(
         [scheduled_module(mod, r.trace) for r in [best, *others]], target, rounds=4
     )
     gaps = [median(x) / median(first[0]) for x in first[1:]]
     slow = others[min(range(len(others)), key=lambda j: abs(gaps[j] - args.gap))]
     kernels = {"B": scheduled_module(mod, best.trace), "S": scheduled_module(mod, slow.trace)}
+    if args.flat:
+        kernels["B"] = kernels["S"]
     check = measure_interleaved([kernels["B"], kernels["S"]], target, rounds=10)
     real_gap = median(check[1]) / median(check[0])
 
@@ -105,7 +149,7 @@ def main() -> None:
     def measure(props):
         inputs = [
             ms.runner.RunnerInput(
-                paths["B" if p.neighbour.point == FAST else "S"], "cpu", args_info
+                paths["B" if p.neighbour.point == fast else "S"], "cpu", args_info
             )
             for p in props
         ]
@@ -113,17 +157,17 @@ def main() -> None:
         return [samples_of(r.run_secs) if r.error_msg is None else None for r in results]
 
     rows = []
-    for label, control_every in (("head control", None), ("spread controls", 8)):
+    for name in args.settings:
+        label, kwargs = SETTINGS[name]
         for seed in range(args.seeds):
             events = []
             d = Descent(
-                Neighbour("start", START, START),
+                Neighbour("start", start, start),
                 neighbours=neighbours,
                 seed=seed,
-                control_every=control_every,
-                confirm_slots=2 if control_every else 1,
                 max_challengers=2,
                 on_event=events.append,
+                **kwargs,
             )
             batches = 0
             started = time.time()
@@ -134,7 +178,7 @@ def main() -> None:
                 d.observe(measure(props))
                 batches += 1
             moves = [e for e in d.moves]
-            true_moves = sum(1 for e in moves if e.coordinate == "x0+1")
+            true_moves = 0 if args.flat else sum(1 for e in moves if e.coordinate == "x0+1")
             rows.append(
                 {
                     "setting": label,
@@ -144,7 +188,8 @@ def main() -> None:
                     "true_moves": true_moves,
                     "false_moves": len(moves) - true_moves,
                     "challengers": sum(1 for e in events if e.kind == "challenger"),
-                    "final_is_fast_kernel": d.incumbent.point == FAST,
+                    "inconclusive": sum(1 for e in events if e.kind == "inconclusive"),
+                    "final_is_fast_kernel": not args.flat and d.incumbent.point == fast,
                     "seconds": round(time.time() - started, 1),
                 }
             )

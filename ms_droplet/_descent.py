@@ -41,6 +41,9 @@ One round works like this:
   to ``max_step``; after a move the step resets to 1 around the new incumbent;
 * with ``combine``, when no unmeasured neighbour is left, pairs of the incumbent's best measured
   moves (two coordinates changed at once) are tried, once per incumbent;
+* with ``pool_noise``, the slot noise (the controls' scatter around their line) of the earlier
+  batches is a prior for each test beside its own batch's (an empirical-Bayes moderated t-test):
+  with five usable controls in a batch of 32 a test alone has three degrees of freedom;
 * when no unmeasured neighbour (or pair) is left, the descent has converged.
 """
 
@@ -53,8 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._proposals import DescentEvent, EventKind, Neighbour, Proposal, Role
-from ._slots import control_samples, ran, slot_comparison
-from ._stats import Comparison, compare
+from ._slots import batch_noise, control_samples, ran, slot_comparison
+from ._stats import Comparison, SlotNoise, compare, noise_prior
 
 __all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Role"]
 
@@ -63,6 +66,23 @@ P = TypeVar("P")
 #: With ``reconfirm``: each of a challenger's (at most) two confirmations is held to the level
 #: divided by this (the expected number of looks of a challenger that is not faster).
 _RECONFIRM_SPLIT = 1.5
+#: With ``pool_noise``: how many of the latest batches the slot noise prior is estimated from.
+_NOISE_BATCHES = 40
+
+
+def _control_spacing(every: int | None, limit: int) -> int | None:
+    """The spacing of controls in a batch of at most ``limit`` slots (``control_every``).
+
+    The slot-level test needs four usable controls (slot 1, every k-th slot, the last). Where
+    ``every`` leaves fewer (a batch of 16 with every 8th: slots 1, 8 and 15), batches of 12 or
+    more space them evenly instead (16: slots 1, 5, 10, 15); with three, the per-sample
+    fallback found a difference in 19-27 % of the tests between copies of one kernel on this
+    project's VMs (docs/benchmarks.md), four were calibrated (2-4 % at p < 0.05).
+    """
+    if every is None or limit < 12:
+        return every
+    usable = 2 + len(range(every, limit - 1, every))  # slot 1, multiples of every, the last
+    return every if usable >= 4 else -(-(limit - 1) // 3)
 
 
 @dataclass
@@ -152,6 +172,16 @@ class Descent(Generic[P]):
         step loaded around it; only the order of its neighbours changes (with ``rank``, the
         model re-orders them after the first batch). Nothing is carried after a jump to a
         point that is not a neighbour (an offered point, a remembered challenger, a pair).
+    pool_noise : bool
+        Test each candidate with its batch's slot noise moderated by the earlier batches'
+        (their controls' scatter around their lines, from three batches on; ``noise_prior``:
+        the steadier the noise has been from batch to batch, the more degrees of freedom the
+        prior counts for, at most 30), so a test has more degrees of freedom
+        than its batch's controls give (three in a batch of 32). False: each batch's controls
+        alone.
+    noise : Sequence[SlotNoise], optional
+        The slot noise of batches measured before this descent (an earlier descent's
+        :attr:`noise`).
     """
 
     def __init__(
@@ -177,6 +207,8 @@ class Descent(Generic[P]):
         correct_moves: bool = True,
         carry: bool = False,
         reconfirm: bool = False,
+        pool_noise: bool = False,
+        noise: Sequence[SlotNoise] = (),
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -193,6 +225,8 @@ class Descent(Generic[P]):
         self._correct_moves = correct_moves
         self._carry = carry
         self._reconfirm = reconfirm
+        self._pool_noise = pool_noise
+        self._noise: list[SlotNoise] = list(noise)[-_NOISE_BATCHES:]
         self._carried: list[str] = []  # labels faster at the previous incumbent, best first
         self._slower: set[str] = set()  # ... and those slower there
         self._seen: MutableSet = seen if seen is not None else set()
@@ -244,6 +278,11 @@ class Descent(Generic[P]):
     def incumbent(self) -> Neighbour:
         """The current best point."""
         return self._incumbent
+
+    @property
+    def noise(self) -> tuple[SlotNoise, ...]:
+        """The slot noise of the latest batches observed (``noise`` given included)."""
+        return tuple(self._noise)
 
     @property
     def step(self) -> int:
@@ -353,7 +392,8 @@ class Descent(Generic[P]):
         def nearest_control(i: int) -> list[float]:
             return control_samples(i, controls, res)
 
-        moved = self._observe_confirmations(proposals, res, controls, nearest_control)
+        prior = noise_prior(self._noise) if self._pool_noise else None
+        moved = self._observe_confirmations(proposals, res, controls, nearest_control, prior)
         promising: list[tuple[Comparison, Neighbour, list[float], list[float]]] = []
         here = self._estimates.get(self._incumbent.key, 0.0)
         compared = [
@@ -370,11 +410,12 @@ class Descent(Generic[P]):
             prop, r = proposals[i], res[i]
             assert r is not None
             control = nearest_control(i)
-            cmp = slot_comparison([i], controls, res) or compare(r, control)
+            cmp = slot_comparison([i], controls, res, prior=prior) or compare(r, control)
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
             if cmp.significant(alpha) or (not cmp.testable and cmp.ratio < 1.0):
                 promising.append((cmp, prop.neighbour, r, control))
         promising.sort(key=lambda t: t[0].ratio)
+        self._noise = [*self._noise, batch_noise(controls, res)][-_NOISE_BATCHES:]
         if moved is not None:
             self._after_move(moved, proposals, res)
             return
@@ -413,7 +454,7 @@ class Descent(Generic[P]):
         """True for a control slot: the head, every ``control_every``-th slot, and the last
         (when it fits in ``limit`` slots)."""
         out = [True]
-        k = self._control_every
+        k = _control_spacing(self._control_every, limit)
         if k is not None and limit >= items + 3:
             out.append(True)  # the head warms the runner up; the first item gets a real control
         n = 0
@@ -493,6 +534,7 @@ class Descent(Generic[P]):
         res: list[list[float] | None],
         controls: list[int],
         nearest_control: Callable[[int], list[float]],
+        prior: SlotNoise | None,
     ) -> tuple[_Challenger, Comparison, list[float]] | None:
         """Test every confirmation; return the best confirmed challenger, if any."""
         index: dict[Hashable, list[int]] = {}
@@ -520,7 +562,7 @@ class Descent(Generic[P]):
             # every slot of the challenger, each against its own nearest controls
             r = [x for i in slots for x in ran(res, i)]
             control = [x for i in slots for x in nearest_control(i)]
-            cmp = slot_comparison(slots, controls, res) or compare(r, control)
+            cmp = slot_comparison(slots, controls, res, prior=prior) or compare(r, control)
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
             if not cmp.significant(alpha):

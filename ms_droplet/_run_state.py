@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._candidates import CandidateCache
     from ._descent import Descent
     from ._proposals import Neighbour, Proposal
+    from ._stats import SlotNoise
 
 __all__ = ["Phase", "RunState", "WhenConverged"]
 
@@ -75,3 +76,4 @@ class RunState:
     final: tuple[list[Neighbour], list[int]] | None = None  # final batch in flight
     pick: Neighbour | None = None  # the final batch's winner
     pick_secs: list[float] | None = None  # its run seconds in the final batch
+    slot_noise: tuple[SlotNoise, ...] = ()  # of the task's earlier descent batches (pool_noise)

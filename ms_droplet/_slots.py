@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import math
 
-from ._stats import Comparison, compare_slots, median
+from ._stats import Comparison, SlotNoise, compare_slots, control_line_noise, median
 
-__all__ = ["control_samples", "ran", "slot_comparison", "usable_controls"]
+__all__ = ["batch_noise", "control_samples", "ran", "slot_comparison", "usable_controls"]
 
 
 def ran(res: list[list[float] | None], i: int) -> list[float]:
@@ -65,9 +65,18 @@ def control_samples(i: int, controls: list[int], res: list[list[float] | None]) 
 
 
 def slot_comparison(
-    slots: list[int], controls: list[int], res: list[list[float] | None]
+    slots: list[int],
+    controls: list[int],
+    res: list[list[float] | None],
+    *,
+    prior: SlotNoise | None = None,
 ) -> Comparison | None:
-    """Slot-level test of the candidate at ``slots`` (None: too few controls for it)."""
+    """Slot-level test of the candidate at ``slots`` (None: too few controls for it).
+
+    It needs four usable controls; a ``prior`` slot noise from earlier batches (``noise_prior``)
+    is pooled with theirs. (With two or three, a prior alone was not enough on this project's
+    A/A batches: 9 % of tests at p < 0.05 on a 2-core VM, see docs/benchmarks.md.)
+    """
     usable = usable_controls(controls)
     if len(usable) < 4:
         return None
@@ -76,4 +85,13 @@ def slot_comparison(
         [math.log(median(ran(res, i))) for i in slots],
         [float(c) for c in usable],
         [math.log(median(ran(res, c))) for c in usable],
+        prior=prior,
+    )
+
+
+def batch_noise(controls: list[int], res: list[list[float] | None]) -> SlotNoise:
+    """The slot noise of one batch: its usable controls' scatter around their line."""
+    usable = usable_controls(controls)
+    return control_line_noise(
+        [float(c) for c in usable], [math.log(median(ran(res, c))) for c in usable]
     )

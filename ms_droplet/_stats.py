@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["Comparison", "compare", "compare_slots", "median"]
+__all__ = [
+    "Comparison",
+    "SlotNoise",
+    "compare",
+    "compare_slots",
+    "control_line_noise",
+    "median",
+    "noise_prior",
+]
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ def compare_slots(
     logs: Sequence[float],
     control_positions: Sequence[float],
     control_logs: Sequence[float],
+    *,
+    prior: SlotNoise | None = None,
 ) -> Comparison:
     """Compare a candidate with the incumbent slot by slot, against the batch's control trend.
 
@@ -116,6 +126,11 @@ def compare_slots(
         Slot positions and log medians of the candidate (one or more slots).
     control_positions, control_logs : Sequence[float]
         The same for the control slots (at least four, for two degrees of freedom).
+    prior : SlotNoise, optional
+        The slot noise of earlier batches (``noise_prior``): pooled with this batch's (a
+        moderated t-test: the variance is the degrees-of-freedom-weighted mean of both, and the
+        test has their summed degrees of freedom), so that three degrees of freedom in one
+        batch of 32 do not make every test need a t of 3 to 4. None: this batch's alone.
 
     Returns
     -------
@@ -127,26 +142,132 @@ def compare_slots(
     m = len(control_logs)
     if m < 4 or len(control_positions) != m:
         raise ValueError("compare_slots() needs at least four control slots")
-    xbar = sum(control_positions) / m
-    ybar = sum(control_logs) / m
-    sxx = sum((x - xbar) ** 2 for x in control_positions)
-    slope = (
-        sum((x - xbar) * (y - ybar) for x, y in zip(control_positions, control_logs, strict=True))
-        / sxx
-        if sxx > 0
-        else 0.0
-    )
-    resid = [
-        y - (ybar + slope * (x - xbar))
-        for x, y in zip(control_positions, control_logs, strict=True)
-    ]
-    var = max(sum(r * r for r in resid) / (m - 2), 1e-8)  # identical controls: still a test
+    line = _Line.fit(control_positions, control_logs)
+    var = max(line.ss / (m - 2), 1e-8)  # identical controls: still a test
+    df: float = m - 2
+    if prior is not None and prior.df > 0:
+        var = (prior.df * prior.variance + df * var) / (prior.df + df)
+        df += prior.df
     n = len(logs)
-    diffs = [y - (ybar + slope * (x - xbar)) for x, y in zip(positions, logs, strict=True)]
-    mean = sum(diffs) / n
+    mean = sum(y - line.at(x) for x, y in zip(positions, logs, strict=True)) / n
     # Var(mean) = var * (1/n + Var of the line's mean prediction at the candidate's positions)
-    pbar = sum(positions) / n
-    lever = 1.0 / m + ((pbar - xbar) ** 2 / sxx if sxx > 0 else 0.0)
-    se = math.sqrt(var * (1.0 / n + lever))
-    pvalue = float(stats.t.cdf(mean / se, df=m - 2))
+    se = math.sqrt(var * (1.0 / n + line.lever(sum(positions) / n)))
+    pvalue = float(stats.t.cdf(mean / se, df=df))
     return Comparison(ratio=math.exp(mean), pvalue=pvalue)
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A least-squares straight line through control slots (position, log median)."""
+
+    m: int
+    xbar: float
+    ybar: float
+    sxx: float
+    slope: float
+    ss: float  # sum of squared residuals
+
+    @staticmethod
+    def fit(xs: Sequence[float], ys: Sequence[float]) -> _Line:
+        m = len(ys)
+        xbar, ybar = sum(xs) / m, sum(ys) / m
+        sxx = sum((x - xbar) ** 2 for x in xs)
+        sxy = sum((x - xbar) * (y - ybar) for x, y in zip(xs, ys, strict=True))
+        slope = sxy / sxx if sxx > 0 else 0.0
+        ss = sum((y - (ybar + slope * (x - xbar))) ** 2 for x, y in zip(xs, ys, strict=True))
+        return _Line(m, xbar, ybar, sxx, slope, ss)
+
+    def at(self, x: float) -> float:
+        return self.ybar + self.slope * (x - self.xbar)
+
+    def lever(self, x: float) -> float:
+        """Variance of the line's prediction at ``x``, in units of the slot variance."""
+        return 1.0 / self.m + ((x - self.xbar) ** 2 / self.sxx if self.sxx > 0 else 0.0)
+
+
+@dataclass(frozen=True)
+class SlotNoise:
+    """The scatter of control slots around their batch's line: a variance of log medians.
+
+    Attributes
+    ----------
+    variance : float
+        Mean squared residual of the control slots' log medians around their fitted line.
+    df : float
+        Its degrees of freedom (control slots minus two; a prior's may be fractional).
+    """
+
+    variance: float
+    df: float
+
+
+def noise_prior(batches: Sequence[SlotNoise], *, max_df: float = 30.0) -> SlotNoise | None:
+    """The slot noise of earlier batches as a prior for the next batch's tests (empirical Bayes).
+
+    The batches' variances are taken as draws from a scaled inverse chi-square prior (Smyth's
+    moment estimator, as in limma's moderated t-test): where they scatter no more than their
+    own degrees of freedom explain, the noise is steady and the prior counts for many degrees
+    of freedom (at most ``max_df``); where they scatter more (quiet and bursty stretches of the
+    machine), the prior counts for few and each batch's own controls weigh more.
+
+    Returns None with fewer than three batches that have degrees of freedom.
+    """
+    usable = [b for b in batches if b.df > 0]
+    if len(usable) < 3:
+        return None
+    e = [math.log(max(b.variance, 1e-12)) - _digamma(b.df / 2) + math.log(b.df / 2) for b in usable]
+    mean = sum(e) / len(e)
+    excess = sum((x - mean) ** 2 for x in e) / (len(e) - 1) - sum(
+        _trigamma(b.df / 2) for b in usable
+    ) / len(usable)
+    if excess <= 0.0:
+        return SlotNoise(math.exp(mean), max_df)
+    df0 = min(2.0 * _trigamma_inverse(excess), max_df)
+    return SlotNoise(math.exp(mean + _digamma(df0 / 2) - math.log(df0 / 2)), df0)
+
+
+def _digamma(x: float) -> float:
+    """The digamma function for x > 0 (recurrence up to 10, then its asymptotic series)."""
+    out = 0.0
+    while x < 10.0:
+        out -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    series = f * (1 / 12 - f * (1 / 120 - f * (1 / 252 - f * (1 / 240 - f / 132))))
+    return out + math.log(x) - 0.5 / x - series
+
+
+def _trigamma(x: float) -> float:
+    """The trigamma function for x > 0 (recurrence up to 10, then its asymptotic series)."""
+    out = 0.0
+    while x < 10.0:
+        out += 1.0 / (x * x)
+        x += 1.0
+    f = 1.0 / (x * x)
+    series = (1 + f * (1 / 6 - f * (1 / 30 - f * (1 / 42 - f / 30)))) / x
+    return out + 0.5 * f + series
+
+
+def _trigamma_inverse(y: float) -> float:
+    """The x > 0 with trigamma(x) == y (y > 0)."""
+    lo, hi = -30.0, 30.0  # log x; trigamma falls from ~e^30 to ~e^-30 over this range
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _trigamma(math.exp(mid)) > y:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+def control_line_noise(
+    control_positions: Sequence[float], control_logs: Sequence[float]
+) -> SlotNoise:
+    """The scatter of one batch's control slots around their straight line (``compare_slots``).
+
+    Fewer than three controls leave no degree of freedom: ``SlotNoise(0.0, 0)``.
+    """
+    m = len(control_logs)
+    if m < 3 or len(control_positions) != m:
+        return SlotNoise(0.0, 0)
+    return SlotNoise(_Line.fit(control_positions, control_logs).ss / (m - 2), m - 2)

@@ -25,6 +25,7 @@ neighbourhood is exhausted.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ._candidates import measure_candidate
@@ -33,6 +34,7 @@ from ._decisions import Change, apply_change, moves, retilings, trace_key
 from ._descent import Descent
 from ._proposals import DescentEvent, Neighbour
 from ._records import is_failure, samples_of
+from ._stats import noise_prior
 from ._strategy_log import log_event
 
 if TYPE_CHECKING:
@@ -194,6 +196,15 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
 
     # a small budget (see small_budget_batch): one control per batch, moves without confirmation
     control_every = None if run.small else settings.control_every
+    prior = noise_prior(run.slot_noise) if settings.pool_noise and control_every else None
+    if prior is not None:
+        run.logger.info(
+            "Droplet: slot noise of the task's %d earlier descent batches: %.2f %% (a prior of "
+            "%.1f degrees of freedom for this descent's tests)",
+            len(run.slot_noise),
+            100.0 * math.sqrt(prior.variance),
+            prior.df,
+        )
     return Descent(
         Neighbour("start", sch, key),
         neighbours=neighbours,
@@ -215,4 +226,6 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         correct_moves=settings.correct_moves,
         carry=settings.carry_moves,
         reconfirm=settings.reconfirm,
+        pool_noise=settings.pool_noise,
+        noise=run.slot_noise,
     )

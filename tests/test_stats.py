@@ -240,3 +240,70 @@ def test_compare_slots_bad_input() -> None:
         compare_slots([1.0], [0.0], [0.0, 2.0, 3.0], [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="one position"):
         compare_slots([1.0, 2.0], [0.0], [0.0, 2.0, 3.0, 4.0], [0.0] * 4)
+
+
+def _batches(sigmas: list[float], rng) -> list:
+    """The slot noise of batches of 32 with spread controls, slot noise ``sigma`` each."""
+    from ms_droplet._stats import control_line_noise
+
+    controls = [1.0, 8.0, 16.0, 24.0, 31.0]
+    return [
+        control_line_noise(controls, [0.1 * c / 31 + rng.normal(0.0, s) for c in controls])
+        for s in sigmas
+    ]
+
+
+def test_noise_prior_counts_steady_noise_for_many_degrees_of_freedom() -> None:
+    from ms_droplet._stats import noise_prior
+
+    rng = np.random.default_rng(1)
+    steady = noise_prior(_batches([0.01] * 20, rng), max_df=30)
+    assert steady is not None
+    assert steady.df >= 15, steady  # the variances scatter as their 3 df each explain
+    assert 0.6 < math.sqrt(steady.variance) / 0.01 < 1.4, steady
+    # quiet and bursty batches: the prior counts for little, each batch's controls weigh more
+    mixed = noise_prior(_batches([0.01, 0.06] * 10, rng), max_df=30)
+    assert mixed is not None
+    assert mixed.df < 4, mixed
+    assert noise_prior(_batches([0.01, 0.01], rng), max_df=30) is None  # too few batches
+    capped = noise_prior(_batches([0.01] * 20, rng), max_df=5)
+    assert capped is not None and capped.df <= 5
+
+
+def test_compare_slots_with_a_prior_is_calibrated_and_more_powerful() -> None:
+    from ms_droplet._stats import compare_slots, noise_prior
+
+    rng = np.random.default_rng(2)
+    controls = [1.0, 8.0, 16.0, 24.0, 31.0]
+    prior = noise_prior(_batches([0.02] * 12, rng), max_df=30)
+    assert prior is not None
+
+    def batch(effect: float, with_prior: bool):
+        slot = lambda pos: 0.1 * pos / 31 + rng.normal(0.0, 0.02)  # noqa: E731
+        return compare_slots(
+            [12.0],
+            [effect + slot(12)],
+            controls,
+            [slot(c) for c in controls],
+            prior=prior if with_prior else None,
+        )
+
+    null = [batch(0.0, True).pvalue for _ in range(2000)]
+    rate = sum(p < 0.05 for p in null) / len(null)
+    assert 0.03 <= rate <= 0.07, rate
+    gain = math.log(0.95)  # 5 % faster under 2 % slot noise
+    alone = sum(batch(gain, False).significant(0.05) for _ in range(1000)) / 1000
+    pooled = sum(batch(gain, True).significant(0.05) for _ in range(1000)) / 1000
+    assert pooled > alone + 0.1, (pooled, alone)
+
+
+def test_digamma_and_trigamma_match_scipy() -> None:
+    # _stats is carried into TVM's tree by the upstream patch, where scipy is optional
+    from scipy import special
+
+    from ms_droplet._stats import _digamma, _trigamma, _trigamma_inverse
+
+    for x in (0.05, 0.5, 1.0, 1.5, 3.0, 6.0, 40.0):
+        assert _digamma(x) == pytest.approx(float(special.digamma(x)), abs=1e-9)
+        assert _trigamma(x) == pytest.approx(float(special.polygamma(1, x)), rel=1e-9)
+        assert _trigamma_inverse(_trigamma(x)) == pytest.approx(x, rel=1e-9)

@@ -88,6 +88,7 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"correct_moves": "yes"}, TypeError, "correct_moves"),
         ({"carry_moves": 1}, TypeError, "carry_moves"),
         ({"reconfirm": "yes"}, TypeError, "reconfirm"),
+        ({"pool_noise": 1}, TypeError, "pool_noise"),
         ({"valid_locations": "yes"}, TypeError, "valid_locations"),
         ({"confirm": "false"}, TypeError, "confirm must be True or False"),
         ({"rank_neighbours": 0}, TypeError, "rank_neighbours"),

@@ -359,6 +359,9 @@ def test_converged_descent_explores_again_and_spends_the_budget(matmul64, target
     assert "earlier incumbent" not in line and labels, line
     started = {int(n) for n in re.findall(r"Droplet: descent (\d+) starts", log)}
     assert {int(n) for n in labels} <= started, (line, started)
+    # pool_noise (the default): a later descent's tests borrow the earlier descents' slot noise
+    prior = re.search(r"slot noise of the task's (\d+) earlier descent batches: ([0-9.]+) %", log)
+    assert prior is not None and int(prior.group(1)) >= 3, log
     # An exploration slice measures no kernel measured before: TVM's EvolutionarySearch seeds
     # each new run with the database's best records and proposes some of them again.
     measured = [h for b in runner.batches for h in b]
