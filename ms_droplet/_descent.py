@@ -76,8 +76,9 @@ def _control_spacing(every: int | None, limit: int) -> int | None:
     The slot-level test needs four usable controls (slot 1, every k-th slot, the last). Where
     ``every`` leaves fewer (a batch of 16 with every 8th: slots 1, 8 and 15), batches of 12 or
     more space them evenly instead (16: slots 1, 5, 10, 15); with three, the per-sample
-    fallback found a difference in 19-27 % of the tests between copies of one kernel on this
-    project's VMs (docs/benchmarks.md), four were calibrated (2-4 % at p < 0.05).
+    fallback found a difference between copies of one kernel in 20-26 % of the tests at
+    p < 0.05 on a 2-core VM, with four the slot-level test 1-6 % (docs/benchmarks.md,
+    "Calibration on A/A batches").
     """
     if every is None or limit < 12:
         return every

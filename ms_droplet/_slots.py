@@ -74,8 +74,8 @@ def slot_comparison(
     """Slot-level test of the candidate at ``slots`` (None: too few controls for it).
 
     It needs four usable controls; a ``prior`` slot noise from earlier batches (``noise_prior``)
-    is pooled with theirs. (With two or three, a prior alone was not enough on this project's
-    A/A batches: 9 % of tests at p < 0.05 on a 2-core VM, see docs/benchmarks.md.)
+    is pooled with theirs (with fewer controls, even with a prior, a test of copies of one
+    kernel found differences too often on this project's A/A batches).
     """
     usable = usable_controls(controls)
     if len(usable) < 4:
