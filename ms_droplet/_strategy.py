@@ -187,6 +187,41 @@ class DropletStrategy(PySearchStrategy):
         batches of this project's VMs it kept the tests calibrated and raised the power to
         see a 5 % gain at p < 0.05 from 0.91 to 0.98 (a 0.23 ms kernel) and from 0.43 to 0.50
         (a 60 us kernel), docs/benchmarks.md. False: each batch's controls alone.
+    final_trials : int
+        Trials kept for a final batch at the end of each task's budget (at most an eighth of
+        the budget, counting the workload's records already in the database, half of the
+        trials of this tuning and one batch): the last incumbent, earlier descents'
+        incumbents and the database's fastest records (2 to 4 kernels, what stock TVM would
+        compile among them) are re-measured in rotating rounds in one runner call, and the
+        fastest on the paired per-round ratios is the task's pick (:attr:`picks`,
+        :meth:`picked_database`).
+        0: no final batch; the pick is the last descent's incumbent.
+    combine_best : int
+        When a descent has measured every neighbour of its incumbent up to ``max_step``
+        without a move, it tries the pairs of the incumbent's ``combine_best`` best measured
+        neighbours (two coordinates changed at once, e.g. two tile sizes that only pay
+        together), ranked by the cost model, before it converges; once per incumbent (e.g. 8).
+        0 (the default: no effect measured yet beyond the noise): no pairs; the descent
+        converges there.
+    retile : int
+        With ``rank_neighbours`` and a cost model: the neighbourhood of every incumbent also
+        gets the ``retile`` re-partitions of a whole tile decision (any perfect tiling of one
+        loop, e.g. (1, 32, 16, 1) -> (4, 1, 64, 2), where a step moves one divisor) that the
+        cost model ranks best among up to 64 per tile decision, so that a loop can jump to a
+        distant tiling in one move (e.g. 16). 0 (the default): step moves only.
+    scout_last : bool
+        With a final batch: the last descent batch before it holds no control (unless it
+        confirms a challenger found earlier), only unmeasured neighbours, each measured once:
+        a challenger found there could never be confirmed, and the final batch re-measures
+        the fastest record beside the incumbent anyway. False: that batch is laid out like
+        every other (controls spread through it).
+    valid_locations : bool
+        A compute location (``SampleComputeLocation``) moves along the locations the schedule
+        allows, found by replay (inline, root and the loops where compute-at is valid, e.g.
+        -2, -1, 3, 5, 7, 10): a step of ``s`` goes ``s`` places along that list, and at
+        ``max_step`` every other valid location is a neighbour too (inline and a deep loop are
+        one move apart). False: the decision index moves by the step; most indices are not
+        valid locations, so from inline or root no loop is reached.
     """
 
     def __init__(

@@ -125,6 +125,19 @@ def test_every_setting_is_carried_to_clones():
     assert settings["small_budget_batch"] is None and settings["correct_moves"] is False
 
 
+def test_every_setting_is_documented():
+    # numpydoc: each keyword of DropletStrategy has its entry in the class docstring
+    import inspect
+
+    doc = DropletStrategy.__doc__ or ""
+    missing = [
+        name
+        for name in inspect.signature(DropletStrategy).parameters
+        if f"\n    {name} : " not in doc
+    ]
+    assert not missing, missing
+
+
 def test_wrong_call_order_is_a_precise_error(matmul64, target):
     s = DropletStrategy(num_evolutionary_trials=4)
     with pytest.raises(RuntimeError, match="before pre_tuning"):
