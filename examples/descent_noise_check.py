@@ -56,34 +56,18 @@ from ms_droplet._stats import median
 LO, HI = 0, 8
 
 
+_SPREAD = {"control_every": 8, "confirm_slots": 2}
+_STRATEGY = {**_SPREAD, "speculate": True, "fill": True}
+
 #: name -> (label, Descent keyword arguments)
 SETTINGS = {
     "head": ("head control", {"control_every": None, "confirm_slots": 1}),
-    "spread": ("spread controls", {"control_every": 8, "confirm_slots": 2}),
-    "strategy": (
-        "strategy, no reconfirm",
-        {"control_every": 8, "confirm_slots": 2, "speculate": True, "fill": True},
-    ),
+    "spread": ("spread controls", _SPREAD),
+    "strategy": ("strategy, no reconfirm", _STRATEGY),
+    "reconfirm": ("strategy, reconfirm", {**_STRATEGY, "reconfirm": True}),
     "pool": (
         "strategy, reconfirm, pool_noise",
-        {
-            "control_every": 8,
-            "confirm_slots": 2,
-            "speculate": True,
-            "fill": True,
-            "reconfirm": True,
-            "pool_noise": True,
-        },
-    ),
-    "reconfirm": (
-        "strategy, reconfirm",
-        {
-            "control_every": 8,
-            "confirm_slots": 2,
-            "speculate": True,
-            "fill": True,
-            "reconfirm": True,
-        },
+        {**_STRATEGY, "reconfirm": True, "pool_noise": True},
     ),
 }
 

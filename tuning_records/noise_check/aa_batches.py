@@ -49,7 +49,6 @@ ALPHAS = (0.05, 0.01)
 #: a confirmation's level with reconfirm (0.05 / 1.5) and with two confirmations in the batch
 CONFIRM_ALPHAS = (0.05 / 1.5, 0.025 / 1.5)
 GAINS = (0.0, 0.03, 0.05, 0.08)
-PRIOR_DF_MAX = 30  # the descent's _PRIOR_DF_MAX
 
 
 def record(args: argparse.Namespace) -> None:
@@ -143,7 +142,7 @@ def analyse(args: argparse.Namespace) -> None:
                     noise: list[SlotNoise] = []
                     for b in batches:
                         res = b[:n]
-                        prior = noise_prior(noise, max_df=PRIOR_DF_MAX) if pool else None
+                        prior = noise_prior(noise) if pool else None
                         ps = [test([i], controls, scaled(res, [i], gain), prior) for i in items]
                         screen += [c.pvalue for c in ps]
                         mins.append(min(c.pvalue for c in ps))
