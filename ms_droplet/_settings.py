@@ -53,6 +53,7 @@ def check_settings(
     small_budget_batch: Any,
     combine_best: Any,
     retile: Any,
+    beam: Any,
     when_converged: Any,
     evolutionary: dict[str, Any] | None,
     flags: dict[str, Any] | None = None,
@@ -92,6 +93,12 @@ def check_settings(
             "combine_best must be 0 (no pairs) or >= 2 (a pair needs two moves), got 1"
         )
     check_optional_int("retile", retile, 0, optional=False)
+    check_optional_int("beam", beam, 0, optional=False)
+    if beam == 1:
+        raise ValueError(
+            "beam must be 0 (the start's neighbourhood only) or >= 2 (the start and the next "
+            "fastest records), got 1"
+        )
     if (
         isinstance(explore_share, bool)
         or not isinstance(explore_share, int | float)

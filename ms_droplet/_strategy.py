@@ -209,6 +209,15 @@ class DropletStrategy(PySearchStrategy):
         loop, e.g. (1, 32, 16, 1) -> (4, 1, 64, 2), where a step moves one divisor) that the
         cost model ranks best among up to 64 per tile decision, so that a loop can jump to a
         distant tiling in one move (e.g. 16). 0 (the default): step moves only.
+    beam : int
+        With ``rank_neighbours`` and a cost model: the neighbourhood of each descent's start
+        also holds the step-1 neighbours of the ``beam - 1`` next fastest measured records
+        (distinct traces), and the cost model ranks them together with the start's own
+        neighbours (up to ``max_step``): the batches measure whichever it scores best, and a
+        significantly faster one is confirmed against the start's controls like any
+        neighbour (a move then jumps to it). Evolution's later wins on the plateau lay 2-3
+        decisions from explored records ranked 4th-10th rather than from the best
+        (docs/benchmarks.md). 0 (the default): the start's own neighbourhood only.
     scout_last : bool
         With a final batch: the last descent batch before it holds no control (unless it
         confirms a challenger found earlier), only unmeasured neighbours, each measured once:
@@ -253,6 +262,7 @@ class DropletStrategy(PySearchStrategy):
         final_trials: int = 16,
         combine_best: int = 0,
         retile: int = 0,
+        beam: int = 0,
         scout_last: bool = True,
         valid_locations: bool = True,
     ) -> None:
@@ -269,6 +279,7 @@ class DropletStrategy(PySearchStrategy):
             final_trials=final_trials,
             combine_best=combine_best,
             retile=retile,
+            beam=beam,
             explore_share=explore_share,
             explore_pool=explore_pool,
             descent_batch=descent_batch,
@@ -315,6 +326,7 @@ class DropletStrategy(PySearchStrategy):
         self.final_trials = final_trials
         self.combine_best = combine_best
         self.retile = retile
+        self.beam = beam
         self.scout_last = scout_last
         self.valid_locations = valid_locations
         self._context: TuneContext | None = None
@@ -399,6 +411,7 @@ class DropletStrategy(PySearchStrategy):
             "final_trials": self.final_trials,
             "combine_best": self.combine_best,
             "retile": self.retile,
+            "beam": self.beam,
             "scout_last": self.scout_last,
             "valid_locations": self.valid_locations,
         }

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ._run_state import RunState
 
-__all__ = ["cost_model_scores", "start_descent"]
+__all__ = ["beam_records", "cost_model_scores", "start_descent"]
 
 # Retilings listed per tile decision before the cost model keeps the best ``retile`` of them.
 _RETILINGS_PER_DECISION = 64
@@ -71,6 +71,28 @@ def cost_model_scores(
         return [float(x) for x in cost_model.predict(ctx, cands)]
     finally:
         cost_model.num_warmup_samples = warmup
+
+
+def beam_records(run: RunState, skip: set[str], count: int) -> list[Schedule]:
+    """The ``count`` fastest measured records of the workload (replayed), keys not in ``skip``."""
+    out: list[Schedule] = []
+    keys = set(skip)
+    for rec in run.database.get_top_k(run.workload, 64):
+        if len(out) >= count:
+            break
+        recorded = trace_key(rec.trace)
+        if is_failure(rec) or recorded in keys:
+            continue
+        keys.add(recorded)
+        sch = run.cache.replay(rec.trace)
+        if sch is None:
+            continue
+        replayed = trace_key(sch.trace)
+        if replayed != recorded and replayed in keys:
+            continue  # the replay re-resolved a decision into a trace already listed
+        keys.add(replayed)
+        out.append(sch)
+    return out
 
 
 def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | None:
@@ -132,9 +154,40 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     # the incumbent's key -> the valid compute locations of its trace (probed once per point)
     locations_of: dict[str, dict[int, list[int]]] = {}
 
+    # the step-1 neighbours of the next fastest records, built once (with ``beam``)
+    beam_of: dict[str, list[Neighbour]] = {}
+
+    def beamed(owner: str) -> list[Neighbour]:
+        """The step-1 neighbours of the ``settings.beam - 1`` fastest records after the start."""
+        if owner not in beam_of:
+            beam_of[owner] = []
+            others = beam_records(run, {owner, trace_key(rec.trace)}, settings.beam - 1)
+            for other in others:
+                other_key = trace_key(other.trace)
+                locations = (
+                    run.cache.compute_locations(other.trace) if settings.valid_locations else None
+                )
+                for mv in moves(other.trace, 1, max_parallel_extent=max_par, locations=locations):
+                    built = run.cache.candidate(mv.trace)
+                    if built is not None and built[0] != owner:
+                        beam_of[owner].append(
+                            Neighbour(f"beam[{other_key[:6]}]:{mv.label}", built[1], built[0])
+                        )
+            run.logger.info(
+                "Droplet: the neighbourhood of descent %d's start also holds %d step-1 "
+                "neighbour(s) of the %d next fastest record(s) (beam=%d)",
+                run.num_descents,
+                len(beam_of[owner]),
+                len(others),
+                settings.beam,
+            )
+        return beam_of[owner]
+
     def neighbours(point: Schedule, step: int) -> list[Neighbour]:
         out = []
         owner = trace_key(point.trace)
+        if step == 1 and settings.beam >= 2 and rank is not None and owner == key:
+            out.extend(beamed(owner))
         locations = None
         if settings.valid_locations:
             if owner not in locations_of:

@@ -952,3 +952,43 @@ def test_small_budget_of_64_trials_ends_with_a_scout_and_the_final_batch(
     (summary,) = strategies[0].summaries
     assert summary["final_batch"] is True
     assert "Droplet: scouted: 8 of 8 neighbour(s) measured once, no control" in _log(tmp_path)
+
+
+@pytest.mark.parametrize("beam", [0, 4])
+def test_beam_measures_neighbours_of_the_next_fastest_records(matmul64, target, tmp_path, beam):
+    # With beam=4 the first descent batch ranks the start's neighbourhood together with the
+    # step-1 neighbours of the 3 next fastest explored records; every candidate is still one
+    # coordinate from the start or from one of those records, never anything else.
+    work = tmp_path / "w"
+    db, _ = _tune(matmul64, target, work, trials=64, per_iter=16, final_trials=0, beam=beam)
+    records = db.get_all_tuning_records()
+    explored, first_batch = records[:16], records[16:32]
+    assert len(first_batch) == 16
+
+    def mean(rec):
+        secs = samples_of(rec.run_secs)
+        return sum(secs) / len(secs)
+
+    ranked = sorted(explored, key=mean)
+    start = coordinates(ranked[0].trace)
+    others = []
+    for rec in ranked[1:]:
+        c = coordinates(rec.trace)
+        if c != start and c not in others:
+            others.append(c)
+    others = others[:3]
+    log = _log(work)
+    from_others = 0
+    for rec in first_batch:
+        c = coordinates(rec.trace)
+        if num_differences(c, start) in (0, 1):
+            continue
+        assert beam, "without a beam every candidate is one coordinate from the start"
+        assert any(num_differences(c, o) == 1 for o in others), c
+        from_others += 1
+    if beam:
+        found = re.search(r"also holds (\d+) step-1 neighbour\(s\) of the 3 next fastest", log)
+        assert found and int(found.group(1)) > 0, [ln for ln in log.splitlines() if "Droplet" in ln]
+        assert from_others > 0
+    else:
+        assert "next fastest" not in log
