@@ -210,14 +210,16 @@ class DropletStrategy(PySearchStrategy):
         cost model ranks best among up to 64 per tile decision, so that a loop can jump to a
         distant tiling in one move (e.g. 16). 0 (the default): step moves only.
     beam : int
-        With ``rank_neighbours`` and a cost model: the neighbourhood of each descent's start
-        also holds the step-1 neighbours of the ``beam - 1`` next fastest measured records
-        (distinct traces), and the cost model ranks them together with the start's own
-        neighbours (up to ``max_step``): the batches measure whichever it scores best, and a
-        significantly faster one is confirmed against the start's controls like any
-        neighbour (a move then jumps to it). Evolution's later wins on the plateau lay 2-3
+        With ``rank_neighbours`` and a cost model that scores what it learned (past TVM's
+        ``XGBModel`` warm-up, or from ``rank_min_records`` records on): the neighbourhood of
+        each descent's start also holds the step-1 neighbours of the ``beam - 1`` next fastest
+        measured records (distinct traces), and the cost model ranks them together with the
+        start's own neighbours (up to ``max_step``): the batches measure whichever it scores
+        best, and a significantly faster one is confirmed against the start's controls like
+        any neighbour (a move then jumps to it). Evolution's later wins on the plateau lay 2-3
         decisions from explored records ranked 4th-10th rather than from the best
-        (docs/benchmarks.md). 0 (the default): the start's own neighbourhood only.
+        (docs/benchmarks.md). While the model warms up (a small budget) the descent keeps the
+        start's own neighbourhood and logs why. 0: the start's own neighbourhood only.
     scout_last : bool
         With a final batch: the last descent batch before it holds no control (unless it
         confirms a challenger found earlier), only unmeasured neighbours, each measured once:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ._run_state import RunState
 
-__all__ = ["beam_records", "cost_model_scores", "start_descent"]
+__all__ = ["beam_records", "cost_model_scores", "scores_learned", "start_descent"]
 
 # Retilings listed per tile decision before the cost model keeps the best ``retile`` of them.
 _RETILINGS_PER_DECISION = 64
@@ -61,16 +61,27 @@ def cost_model_scores(
     for this one call); below that, or with ``min_records`` None, no scores are returned while
     the model warms up. Any other cost model is asked as it is.
     """
+    if not scores_learned(cost_model, min_records=min_records):
+        return None
     if not model_warming(cost_model):
         return [float(x) for x in cost_model.predict(ctx, cands)]
-    if min_records is None or cost_model.data_size < min_records or cost_model.booster is None:
-        return None
     warmup = cost_model.num_warmup_samples
     cost_model.num_warmup_samples = min_records
     try:
         return [float(x) for x in cost_model.predict(ctx, cands)]
     finally:
         cost_model.num_warmup_samples = warmup
+
+
+def scores_learned(cost_model: Any, *, min_records: int | None) -> bool:
+    """Whether :func:`cost_model_scores` gives what ``cost_model`` learned (not None)."""
+    if not model_warming(cost_model):
+        return True
+    return (
+        min_records is not None
+        and cost_model.data_size >= min_records
+        and cost_model.booster is not None
+    )
 
 
 def beam_records(run: RunState, skip: set[str], count: int) -> list[Schedule]:
@@ -138,6 +149,15 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     max_par = int(ctx.num_threads) * 16  # MutateParallel's max_jobs_per_core default
 
     rank = None
+    # a beam only where the cost model ranks with what it learned, not a warm-up's ties
+    beam = settings.beam if settings.rank_neighbours and run.cost_model is not None else 0
+    if beam and not scores_learned(run.cost_model, min_records=settings.rank_min_records):
+        run.logger.info(
+            "Droplet: no beam for descent %d: the cost model is still warming up (%d record(s))",
+            run.num_descents,
+            run.cost_model.data_size,
+        )
+        beam = 0
     if settings.rank_neighbours and run.cost_model is not None:
         cost_model = run.cost_model
 
@@ -158,10 +178,10 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     beam_of: dict[str, list[Neighbour]] = {}
 
     def beamed(owner: str) -> list[Neighbour]:
-        """The step-1 neighbours of the ``settings.beam - 1`` fastest records after the start."""
+        """The step-1 neighbours of the ``beam - 1`` fastest records after the start."""
         if owner not in beam_of:
             beam_of[owner] = []
-            others = beam_records(run, {owner, trace_key(rec.trace)}, settings.beam - 1)
+            others = beam_records(run, {owner, trace_key(rec.trace)}, beam - 1)
             for other in others:
                 other_key = trace_key(other.trace)
                 locations = (
@@ -179,14 +199,14 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
                 run.num_descents,
                 len(beam_of[owner]),
                 len(others),
-                settings.beam,
+                beam,
             )
         return beam_of[owner]
 
     def neighbours(point: Schedule, step: int) -> list[Neighbour]:
         out = []
         owner = trace_key(point.trace)
-        if step == 1 and settings.beam >= 2 and rank is not None and owner == key:
+        if step == 1 and beam >= 2 and owner == key:
             out.extend(beamed(owner))
         locations = None
         if settings.valid_locations:

@@ -992,3 +992,25 @@ def test_beam_measures_neighbours_of_the_next_fastest_records(matmul64, target, 
         assert from_others > 0
     else:
         assert "next fastest" not in log
+
+
+def test_no_beam_while_the_cost_model_warms_up(matmul64, target, tmp_path):
+    # TVM's XGBModel predicts random numbers for its first 100 records: a beam would then be a
+    # random mix of neighbourhoods, so the descent keeps the start's own neighbourhood
+    work = tmp_path / "w"
+    db, _ = _tune(
+        matmul64,
+        target,
+        work,
+        trials=64,
+        per_iter=16,
+        final_trials=0,
+        beam=4,
+        cost_model=ms.cost_model.XGBModel(num_warmup_samples=100),
+    )
+    log = _log(work)
+    assert "no beam for descent 1: the cost model is still warming up (16 record(s))" in log
+    assert "next fastest" not in log
+    records = db.get_all_tuning_records()
+    start = coordinates(min(records[:16], key=lambda r: sum(samples_of(r.run_secs))).trace)
+    assert all(num_differences(coordinates(r.trace), start) in (0, 1) for r in records[16:32])

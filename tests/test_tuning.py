@@ -25,6 +25,7 @@ confirmation) is measured twice, and every tiling is perfect.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -151,11 +152,25 @@ def test_matmul_with_local_builder(target, tmp_path, explored_matmul128):
 
 
 def test_conv2d_with_warm_builder(target, tmp_path, warm_builder):
+    # with a beam of 4 (the step-1 neighbours of the next 3 fastest records join the start's
+    # neighbourhood, ranked by the booster of TVM's XGBModel from 4 records on): every descent
+    # candidate is still one coordinate from an earlier record
     mod = te.create_prim_func(te_workload.conv2d_nhwc(1, 14, 14, 16, 16, 3, 1, 1))
     db, rec = _tune(
-        mod, target, tmp_path, trials=40, per_iter=16, evo_trials=8, builder=warm_builder
+        mod,
+        target,
+        tmp_path,
+        trials=40,
+        per_iter=16,
+        evo_trials=8,
+        builder=warm_builder,
+        beam=4,
+        rank_min_records=4,
     )
     _check(db, rec, mod, 8, tmp_path)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    found = re.search(r"also holds (\d+) step-1 neighbour\(s\) of the 3 next fastest", log)
+    assert found and int(found.group(1)) > 0
 
 
 def _continue_explored_matmul(target, work_dir, builder, explored, *, trials, per_iter):
