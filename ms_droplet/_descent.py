@@ -56,7 +56,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._proposals import DescentEvent, EventKind, Neighbour, Proposal, Role
-from ._slots import batch_noise, control_samples, ran, slot_comparison
+from ._slots import (
+    batch_noise,
+    control_samples,
+    fallback_comparison,
+    ran,
+    slot_comparison,
+    usable_controls,
+)
 from ._stats import Comparison, SlotNoise, compare, noise_prior
 
 __all__ = ["Descent", "DescentEvent", "EventKind", "Neighbour", "Proposal", "Role"]
@@ -68,6 +75,11 @@ P = TypeVar("P")
 _RECONFIRM_SPLIT = 1.5
 #: With ``pool_noise``: how many of the latest batches the slot noise prior is estimated from.
 _NOISE_BATCHES = 40
+
+
+def _usable(roles: list[bool]) -> list[int]:
+    """The usable control slots of a layout (``usable_controls``)."""
+    return usable_controls([i for i, is_control in enumerate(roles) if is_control])
 
 
 def _control_spacing(every: int | None, limit: int) -> int | None:
@@ -183,6 +195,12 @@ class Descent(Generic[P]):
     noise : Sequence[SlotNoise], optional
         The slot noise of batches measured before this descent (an earlier descent's
         :attr:`noise`).
+    slot_unit : bool
+        The runner's repeats of one slot move together (as on real machines): where a test
+        has fewer than four usable controls, each slot counts as one observation
+        (``compare_slot_samples``), and a short batch carries controls at its end, up to the
+        four that the slot-level test needs. False: the repeats are independent samples (the
+        per-sample Welch test; synthetic runners).
     """
 
     def __init__(
@@ -210,6 +228,7 @@ class Descent(Generic[P]):
         reconfirm: bool = False,
         pool_noise: bool = False,
         noise: Sequence[SlotNoise] = (),
+        slot_unit: bool = False,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -227,6 +246,7 @@ class Descent(Generic[P]):
         self._carry = carry
         self._reconfirm = reconfirm
         self._pool_noise = pool_noise
+        self._slot_unit = slot_unit
         self._noise: list[SlotNoise] = list(noise)[-_NOISE_BATCHES:]
         self._carried: list[str] = []  # labels faster at the previous incumbent, best first
         self._slower: set[str] = set()  # ... and those slower there
@@ -411,7 +431,9 @@ class Descent(Generic[P]):
             prop, r = proposals[i], res[i]
             assert r is not None
             control = nearest_control(i)
-            cmp = slot_comparison([i], controls, res, prior=prior) or compare(r, control)
+            cmp = slot_comparison([i], controls, res, prior=prior) or self._fallback(
+                [i], controls, res
+            )
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
             if cmp.significant(alpha) or (not cmp.testable and cmp.ratio < 1.0):
                 promising.append((cmp, prop.neighbour, r, control))
@@ -466,6 +488,10 @@ class Descent(Generic[P]):
             out.append(False)
             n += 1
         if k is not None and not out[-1] and len(out) < limit:
+            out.append(True)
+        # A short batch (a confirmation with few or no neighbours left) has room: more controls
+        # at its end, up to the four usable ones the slot-level test needs
+        while self._slot_unit and k is not None and len(out) < limit and len(_usable(out)) < 4:
             out.append(True)
         return out
 
@@ -563,7 +589,9 @@ class Descent(Generic[P]):
             # every slot of the challenger, each against its own nearest controls
             r = [x for i in slots for x in ran(res, i)]
             control = [x for i in slots for x in nearest_control(i)]
-            cmp = slot_comparison(slots, controls, res, prior=prior) or compare(r, control)
+            cmp = slot_comparison(slots, controls, res, prior=prior) or self._fallback(
+                slots, controls, res
+            )
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
             if not cmp.significant(alpha):
@@ -602,6 +630,15 @@ class Descent(Generic[P]):
         if best is None:
             self._challengers = again  # re-measured in the next batch (dropped after a move)
         return best
+
+    def _fallback(
+        self, slots: list[int], controls: list[int], res: list[list[float] | None]
+    ) -> Comparison:
+        """The test of the candidate at ``slots`` with too few controls for the slot-level one."""
+        if self._slot_unit:
+            return fallback_comparison(slots, controls, res)
+        r = [x for i in slots for x in ran(res, i)]
+        return compare(r, [x for i in slots for x in control_samples(i, controls, res)])
 
     def _after_move(
         self,

@@ -25,9 +25,23 @@ from __future__ import annotations
 
 import math
 
-from ._stats import Comparison, SlotNoise, compare_slots, control_line_noise, median
+from ._stats import (
+    Comparison,
+    SlotNoise,
+    compare_slot_samples,
+    compare_slots,
+    control_line_noise,
+    median,
+)
 
-__all__ = ["batch_noise", "control_samples", "ran", "slot_comparison", "usable_controls"]
+__all__ = [
+    "batch_noise",
+    "control_samples",
+    "fallback_comparison",
+    "ran",
+    "slot_comparison",
+    "usable_controls",
+]
 
 
 def ran(res: list[list[float] | None], i: int) -> list[float]:
@@ -51,17 +65,27 @@ def control_samples(i: int, controls: list[int], res: list[list[float] | None]) 
     slot ``i`` by a geometric interpolation of their medians (a linear drift in log time
     cancels out).
     """
+    weights = _control_weights(i, controls)
+    if len(weights) == 1:
+        return list(ran(res, next(iter(weights))))
+    (a, wa), (b, wb) = weights.items()
+    sa, sb = ran(res, a), ran(res, b)
+    ma, mb = median(sa), median(sb)
+    at_i = ma**wa * mb**wb
+    return [x * at_i / ma for x in sa] + [x * at_i / mb for x in sb]
+
+
+def _control_weights(i: int, controls: list[int]) -> dict[int, float]:
+    """The usable controls nearest before and after slot ``i`` and their interpolation weights
+    at it (the nearest one alone where there is none on one side)."""
     usable = usable_controls(controls)
     before = [c for c in usable if c < i]
     after = [c for c in usable if c > i]
     if before and after:
         a, b = before[-1], after[0]
-        sa, sb = ran(res, a), ran(res, b)
-        ma, mb = median(sa), median(sb)
         w = (i - a) / (b - a)
-        at_i = ma ** (1.0 - w) * mb**w
-        return [x * at_i / ma for x in sa] + [x * at_i / mb for x in sb]
-    return list(ran(res, before[-1] if before else after[0]))
+        return {a: 1.0 - w, b: w}
+    return {before[-1] if before else after[0]: 1.0}
 
 
 def slot_comparison(
@@ -86,6 +110,26 @@ def slot_comparison(
         [float(c) for c in usable],
         [math.log(median(ran(res, c))) for c in usable],
         prior=prior,
+    )
+
+
+def fallback_comparison(
+    slots: list[int], controls: list[int], res: list[list[float] | None]
+) -> Comparison:
+    """The test of the candidate at ``slots`` where the slot-level test has too few controls.
+
+    Each candidate slot is compared with the incumbent interpolated between its nearest
+    controls (``control_samples``'s weights), every slot counted as one observation
+    (``compare_slot_samples``): the runner's repeats of one slot move together, and counting
+    each repeat found differences between copies of one kernel far too often
+    (docs/benchmarks.md, "Calibration on A/A batches").
+    """
+    weights: dict[int, float] = {}
+    for i in slots:
+        for c, w in _control_weights(i, controls).items():
+            weights[c] = weights.get(c, 0.0) + w / len(slots)
+    return compare_slot_samples(
+        [ran(res, i) for i in slots], [(w, ran(res, c)) for c, w in sorted(weights.items())]
     )
 
 

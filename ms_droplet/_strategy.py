@@ -110,6 +110,8 @@ class DropletStrategy(PySearchStrategy):
         the batch's controls (with fewer than 4 usable controls: against the drift-corrected
         controls nearest to it); a challenger's confirmation then takes two slots, each after
         its own control. None: one control at the head of the batch, one confirmation slot.
+        Where a test has fewer than 4 usable controls, each slot counts as one observation
+        (the runner's repeats of one slot move together).
     max_challengers : int
         Challengers confirmed in one batch.
     speculate : bool
@@ -147,7 +149,9 @@ class DropletStrategy(PySearchStrategy):
         When a task's first descent starts with at most ``num_trials_per_iter`` trials left
         before its final batch (a small budget, e.g. 24 of 64 trials with 32 explored), its
         descents take more, smaller steps: batches of at most this many candidates (at least
-        4), one control at the head of each (``control_every=None``) and a move to the fastest
+        4), a control at the head and in the last slot of each (spread evenly in batches of
+        12 or more), each neighbour tested against both, scaled to its slot, with every slot
+        counted as one observation, and a move to the fastest
         significantly faster neighbour at once (``confirm=False``: a confirmation batch would
         take a third of such a budget; the final batch re-measures the last incumbent beside
         the database's fastest records, the descent's start among them). The default 8 is what
@@ -213,13 +217,15 @@ class DropletStrategy(PySearchStrategy):
         With ``rank_neighbours`` and a cost model that scores what it learned (past TVM's
         ``XGBModel`` warm-up, or from ``rank_min_records`` records on): the neighbourhood of
         each descent's start also holds the step-1 neighbours of the ``beam - 1`` next fastest
-        measured records (distinct traces), and the cost model ranks them together with the
-        start's own neighbours (up to ``max_step``): the batches measure whichever it scores
-        best, and a significantly faster one is confirmed against the start's controls like
-        any neighbour (a move then jumps to it). Evolution's later wins on the plateau lay 2-3
-        decisions from explored records ranked 4th-10th rather than from the best
-        (docs/benchmarks.md). While the model warms up (a small budget) the descent keeps the
-        start's own neighbourhood and logs why. 0: the start's own neighbourhood only.
+        measured records (distinct traces, not descended from), and the cost model ranks
+        them together with the start's own neighbours (up to ``max_step``): the batches
+        measure whichever it scores best, and a significantly faster one is confirmed against
+        the start's controls like any neighbour (a move then jumps to it). Evolution's later
+        wins on the plateau lay 2-3 decisions from explored records ranked 4th-10th rather
+        than from the best (docs/benchmarks.md). While the model warms up (a small budget)
+        the descent keeps the start's own neighbourhood and logs why. Records that were a
+        descent's start or incumbent are skipped. 0 (the default): the start's own
+        neighbourhood only.
     scout_last : bool
         With a final batch: the last descent batch before it holds no control (unless it
         confirms a challenger found earlier), only unmeasured neighbours, each measured once:
@@ -664,7 +670,8 @@ class DropletStrategy(PySearchStrategy):
         if run.small:
             run.logger.info(
                 "Droplet: a small budget (%d trial(s) to descend, at most one batch of %d): "
-                "descending in batches of %d, each with one control, moving without a "
+                "descending in batches of %d, each with controls at the head and the last slot, "
+                "moving without a "
                 "confirmation batch (small_budget_batch)",
                 spend,
                 run.num_trials_per_iter,

@@ -178,10 +178,14 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     beam_of: dict[str, list[Neighbour]] = {}
 
     def beamed(owner: str) -> list[Neighbour]:
-        """The step-1 neighbours of the ``beam - 1`` fastest records after the start."""
+        """The step-1 neighbours of the ``beam - 1`` fastest records after the start.
+
+        Records an earlier descent started from or moved to are skipped: their neighbourhoods
+        were measured (a converged incumbent's up to ``max_step``).
+        """
         if owner not in beam_of:
             beam_of[owner] = []
-            others = beam_records(run, {owner, trace_key(rec.trace)}, beam - 1)
+            others = beam_records(run, {owner, trace_key(rec.trace), *run.descended}, beam - 1)
             for other in others:
                 other_key = trace_key(other.trace)
                 locations = (
@@ -267,8 +271,10 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     def on_event(ev: DescentEvent) -> None:
         log_event(run.logger, ev)
 
-    # a small budget (see small_budget_batch): one control per batch, moves without confirmation
-    control_every = None if run.small else settings.control_every
+    # a small budget (see small_budget_batch): moves without confirmation, and a control at the
+    # head and in the last slot of each batch (a spacing no shorter than the batch; batches of
+    # 12 or more space them evenly), so each neighbour is compared with a drift-corrected pair
+    control_every = settings.small_budget_batch if run.small else settings.control_every
     prior = noise_prior(run.slot_noise) if settings.pool_noise and control_every else None
     if prior is not None:
         run.logger.info(
@@ -301,4 +307,5 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         reconfirm=settings.reconfirm,
         pool_noise=settings.pool_noise,
         noise=run.slot_noise,
+        slot_unit=True,  # a runner's repeats of one slot move together
     )

@@ -158,14 +158,20 @@ def assert_only_controls_and_confirmations_repeat(
         assert n == 1 or (n == 2 and k in earlier), "a candidate was measured twice in a batch"
 
 
-def assert_one_control_at_the_head(batches: list[list], earlier: set) -> None:
-    """The small-budget layout (one control, immediate moves) over descent batches of keys.
+def assert_controls_at_head_and_last(batches: list[list], earlier: set) -> None:
+    """The small-budget layout (controls at the head and last, immediate moves) over batches.
 
-    Each batch opens with an earlier kernel (the incumbent as its control), holds nothing twice
-    (no confirmation) and measures no other earlier kernel. ``earlier`` grows with each batch.
+    Each batch opens and (from three slots on) closes with an earlier kernel, the incumbent as
+    its control, holds nothing else twice (no confirmation) and measures no other earlier
+    kernel. ``earlier`` grows with each batch.
     """
     for batch in batches:
-        assert len(set(batch)) == len(batch), f"a kernel twice in a batch: {batch}"
-        assert batch[0] in earlier, "each batch opens with the incumbent as its control"
-        assert not set(batch[1:]) & earlier, "only the control at the head is re-measured"
+        control = batch[0]
+        assert control in earlier, "each batch opens with the incumbent as its control"
+        if len(batch) >= 3:
+            assert batch[-1] == control, f"the last slot is not the control: {batch}"
+        inner = batch[1:-1] if len(batch) >= 3 else batch[1:]
+        assert len(set(inner)) == len(inner), f"a kernel twice in a batch: {batch}"
+        assert control not in inner, f"the control inside the batch: {batch}"
+        assert not set(inner) & earlier, "only the controls are re-measured"
         earlier.update(batch)

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ms_droplet._stats import Comparison, compare
+from ms_droplet._stats import Comparison, compare, compare_slot_samples
 
 
 def welch_less_on_logs(a: list[float], b: list[float]) -> float:
@@ -307,3 +307,69 @@ def test_digamma_and_trigamma_match_scipy() -> None:
         assert _digamma(x) == pytest.approx(float(special.digamma(x)), abs=1e-9)
         assert _trigamma(x) == pytest.approx(float(special.polygamma(1, x)), rel=1e-9)
         assert _trigamma_inverse(_trigamma(x)) == pytest.approx(x, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- slots as units
+
+
+def test_slot_samples_count_each_slot_as_one_observation() -> None:
+    rng = np.random.default_rng(11)
+    a, b = lognormal(rng, 0.95, 0.02, 3), lognormal(rng, 1.0, 0.02, 3)
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    # one slot a side: Welch's test with each side's standard error that of one observation
+    ref = stats.ttest_ind_from_stats(
+        statistics.fmean(la),
+        statistics.stdev(la) * math.sqrt(3),
+        3,
+        statistics.fmean(lb),
+        statistics.stdev(lb) * math.sqrt(3),
+        3,
+        equal_var=False,
+        alternative="less",
+    )
+    out = compare_slot_samples([a], [(1.0, b)])
+    assert out.pvalue == pytest.approx(float(ref.pvalue), rel=1e-9)
+    assert out.ratio == pytest.approx(math.exp(statistics.fmean(la) - statistics.fmean(lb)))
+    assert out.pvalue > compare(a, b).pvalue  # wider: the repeats of a slot move together
+    # two control slots around the candidate, weighted 3:1: the incumbent interpolated there
+    b2 = lognormal(rng, 1.1, 0.02, 3)
+    lb2 = [math.log(x) for x in b2]
+    two = compare_slot_samples([a], [(0.75, b), (0.25, b2)])
+    diff = statistics.fmean(la) - 0.75 * statistics.fmean(lb) - 0.25 * statistics.fmean(lb2)
+    parts = [
+        statistics.variance(la),
+        0.75**2 * statistics.variance(lb),
+        0.25**2 * statistics.variance(lb2),
+    ]
+    df = sum(parts) ** 2 / sum(v * v / 2 for v in parts)
+    assert two.ratio == pytest.approx(math.exp(diff))
+    assert two.pvalue == pytest.approx(float(stats.t.cdf(diff / math.sqrt(sum(parts)), df)))
+
+
+def test_slot_samples_edge_cases() -> None:
+    assert compare_slot_samples([[1.0]], [(1.0, [2.0, 2.1])]).pvalue is None
+    assert compare_slot_samples([[1.0, 1.0]], [(1.0, [2.0, 2.0])]).pvalue == 0.0
+    assert compare_slot_samples([[2.0, 2.0]], [(1.0, [1.0, 1.0])]).pvalue == 1.0
+    with pytest.raises(ValueError, match="positive and finite"):
+        compare_slot_samples([[1.0, -1.0]], [(1.0, [2.0, 2.0])])
+    with pytest.raises(ValueError, match="every"):
+        compare_slot_samples([[]], [(1.0, [2.0, 2.0])])
+
+
+def test_slot_samples_hold_their_level_where_the_repeats_of_a_slot_move_together() -> None:
+    # A/A: one kernel in both slots, each slot shifted by its own noise (as large as the
+    # repeats' spread, as on this project's A/A batches): counting every repeat finds a
+    # difference far more often than its level, counting every slot once about at it
+    rng = np.random.default_rng(5)
+
+    def slot() -> list[float]:
+        shift = float(rng.normal(0.0, 0.02))
+        return [math.exp(shift + float(z)) for z in rng.normal(0.0, 0.02, 3)]
+
+    pairs = [(slot(), slot()) for _ in range(3000)]
+    per_sample = sum(compare(a, b).significant(0.05) for a, b in pairs) / len(pairs)
+    per_slot = sum(compare_slot_samples([a], [(1.0, b)]).significant(0.05) for a, b in pairs) / len(
+        pairs
+    )
+    assert per_sample > 0.15, per_sample
+    assert per_slot < 0.09, per_slot

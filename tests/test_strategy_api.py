@@ -82,6 +82,7 @@ def test_register_is_idempotent_and_unregister_restores():
         ({"retile": 2.5}, ValueError, "retile"),
         ({"beam": 1}, ValueError, "beam must be 0"),
         ({"beam": -2}, ValueError, "beam"),
+        ({"beam": 2.5}, ValueError, "beam"),
         ({"explore_pool": -1}, ValueError, "explore_pool"),
         ({"explore_pool": 1.5}, ValueError, "explore_pool"),
         ({"descent_batch": 3}, ValueError, "descent_batch"),

@@ -41,7 +41,7 @@ from ms_droplet._decisions import Change, apply_change, moves, trace_key
 from ms_droplet._records import samples_of, scheduled_module
 
 from ._fakes import HashBuilder, LandscapeRunner
-from ._helpers import assert_one_control_at_the_head
+from ._helpers import assert_controls_at_head_and_last
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 
 EVO = {"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2}
@@ -847,15 +847,16 @@ def test_small_budget_descends_in_small_batches_and_moves_without_confirmation(
     matmul64, target, tmp_path
 ):
     # 40 trials in batches of 32, 8 explored, no final batch (fewer than 8 trials for it): the
-    # descent has 32 trials, at most one batch, so it takes small steps: batches of 8, one
-    # control at the head of each, a move at once when a neighbour is significantly faster
+    # descent has 32 trials, at most one batch, so it takes small steps: batches of 8, a
+    # control at the head and in the last slot of each, a move at once when a neighbour is
+    # significantly faster
     strategies: list = []
     _, runner = _tune(
         matmul64, target, tmp_path, trials=40, per_iter=32, evo_trials=8, strategies=strategies
     )
     sizes = [len(b) for b in runner.batches]
     assert sizes == [8, 8, 8, 8, 8], sizes
-    assert_one_control_at_the_head(runner.batches[1:], set(runner.batches[0]))
+    assert_controls_at_head_and_last(runner.batches[1:], set(runner.batches[0]))
     (summary,) = strategies[0].summaries
     assert summary["moves"] >= 1, "no move in the small-budget descent"
     log = _log(tmp_path)
@@ -992,6 +993,28 @@ def test_beam_measures_neighbours_of_the_next_fastest_records(matmul64, target, 
         assert from_others > 0
     else:
         assert "next fastest" not in log
+
+
+def test_a_later_descents_beam_skips_the_records_descended_from(
+    matmul64, target, tmp_path, monkeypatch
+):
+    # A later descent starts from the best record not descended from, so the records faster
+    # than its start were earlier descents' starts and incumbents (their neighbourhoods were
+    # measured): its beam must take the next fastest records after those, not them.
+    from ms_droplet import _strategy_descent
+
+    calls: list = []
+    pick = _strategy_descent.beam_records
+
+    def recording(run, skip, count):
+        calls.append((set(skip), set(run.descended)))
+        return pick(run, skip, count)
+
+    monkeypatch.setattr(_strategy_descent, "beam_records", recording)
+    _tune(matmul64, target, tmp_path, trials=400, per_iter=32, max_step=1, beam=4)
+    assert len(calls) >= 2, "no second descent with a beam"
+    for skip, descended in calls:
+        assert descended <= skip, descended - skip
 
 
 def test_no_beam_while_the_cost_model_warms_up(matmul64, target, tmp_path):

@@ -41,7 +41,10 @@ import ms_droplet
 from ms_droplet._decisions import trace_key
 from ms_droplet._records import samples_of
 
-from ._helpers import assert_one_control_at_the_head, assert_only_controls_and_confirmations_repeat
+from ._helpers import (
+    assert_controls_at_head_and_last,
+    assert_only_controls_and_confirmations_repeat,
+)
 from ._traces import coordinates, num_differences, tile_extents, tile_products_ok
 
 pytestmark = pytest.mark.tuning
@@ -242,7 +245,7 @@ def test_final_batch_with_real_runs(target, tmp_path, warm_builder, explored_mat
 def test_small_budget_descent_with_real_runs(target, tmp_path, warm_builder, explored_matmul128):
     # the session's 16 explored trials of a 128^3 matmul and 24 more in batches of 32 (too few
     # for a final batch): the descent has at most one batch's trials, so it descends in batches
-    # of 8, each with one control at its head, with real builds and runs
+    # of 8, each with a control at its head and in its last slot, with real builds and runs
     seeded = {
         trace_key(r.trace)
         for r in ms.database.JSONDatabase(work_dir=str(explored_matmul128)).get_all_tuning_records()
@@ -252,7 +255,7 @@ def test_small_budget_descent_with_real_runs(target, tmp_path, warm_builder, exp
     )
     sizes = [len(b) for b in recorder.batches]
     assert sizes == [8, 8, 8], sizes
-    assert_one_control_at_the_head(recorder.batches, seeded)
+    assert_controls_at_head_and_last(recorder.batches, seeded)
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert "Droplet: a small budget (24 trial(s) to descend, at most one batch of 32)" in log
     (summary,) = strategy.summaries

@@ -23,7 +23,8 @@ found faster is a false positive.
 
 ``analyse``: lays the descent's batch out on each recorded batch (controls at the head, in every
 8th slot and the last; see ``Descent``), tests every other slot against the controls exactly as
-the descent does (``slot_comparison``, else the per-sample fallback; with ``pool_noise``, the
+the descent does (``slot_comparison``, else the fallback that counts each slot as one
+observation, and the earlier per-sample fallback beside it; with ``pool_noise``, the
 earlier batches' slot noise as its prior) and counts how often p < alpha: a calibrated test
 gives alpha. Also a confirmation (two slots, each right after a control). Then the same with a
 real difference injected: the candidate's samples scaled by 1 - gain (3, 5, 8 %), whose rate
@@ -42,7 +43,13 @@ import platform
 import tempfile
 
 from ms_droplet._records import latency, samples_of, scheduled_module
-from ms_droplet._slots import batch_noise, control_samples, slot_comparison
+from ms_droplet._slots import (
+    batch_noise,
+    control_samples,
+    fallback_comparison,
+    slot_comparison,
+    usable_controls,
+)
 from ms_droplet._stats import Comparison, SlotNoise, compare, noise_prior
 
 ALPHAS = (0.05, 0.01)
@@ -99,18 +106,27 @@ LAYOUTS = (
     ("batch 16, spread evenly (today)", 16, [0, 1, 5, 10, 15]),
     ("batch 12, every 8th slot (before the even spacing)", 12, [0, 1, 8, 11]),
     ("batch 12, spread evenly (today)", 12, [0, 1, 4, 8, 11]),
-    ("batch 8, head control (small budgets)", 8, [0]),
+    ("batch 8, head control (small budgets before the head-and-last layout)", 8, [0]),
+    ("batch 8, head and last controls (small budgets, today)", 8, [0, 7]),
     ("batch 32, head control (the first release)", 32, [0]),
 )
 
 
-def test(slots: list[int], controls: list[int], res: list, prior) -> Comparison:
-    """The descent's test of the candidate at ``slots`` against the controls."""
+def test(
+    slots: list[int], controls: list[int], res: list, prior, per_sample: bool = False
+) -> Comparison:
+    """The descent's test of the candidate at ``slots`` against the controls.
+
+    With fewer than four usable controls: today's fallback (every slot one observation) or,
+    with ``per_sample``, the earlier one (every repeat one observation).
+    """
     cmp = slot_comparison(slots, controls, res, prior=prior)
-    if cmp is None:
+    if cmp is None and per_sample:
         samples = [x for i in slots for x in res[i]]
         ctrl = [x for i in slots for x in control_samples(i, controls, res)]
         cmp = compare(samples, ctrl)
+    elif cmp is None:
+        cmp = fallback_comparison(slots, controls, res)
     return cmp
 
 
@@ -135,23 +151,42 @@ def analyse(args: argparse.Namespace) -> None:
             items = [i for i in range(n) if i not in controls]
             after = [c + 1 for c in controls[1 if len(controls) > 1 else 0 :] if c + 1 in items]
             pairs = [[after[j], after[j + 1]] for j in range(len(after) - 1)]
-            for pool in (False, True) if len(controls) >= 5 else (False,):
-                print(f"  {name} {controls}" + (", pool_noise" if pool else ""))
+            few = len(usable_controls(controls)) < 4  # the fallback test: both versions
+            for pool, per_sample in (
+                ((False, True), (False, False)) if few else ((False, False), (True, False))
+            ):
+                if pool and len(controls) < 5:
+                    continue
+                print(
+                    f"  {name} {controls}"
+                    + (", pool_noise" if pool else "")
+                    + (", per-sample fallback (before)" if few and per_sample else "")
+                    + (", slot fallback (today)" if few and not per_sample else "")
+                )
                 for gain in GAINS:
                     screen, conf, mins = [], [], []
                     noise: list[SlotNoise] = []
                     for b in batches:
                         res = b[:n]
                         prior = noise_prior(noise) if pool else None
-                        ps = [test([i], controls, scaled(res, [i], gain), prior) for i in items]
+                        ps = [
+                            test([i], controls, scaled(res, [i], gain), prior, per_sample)
+                            for i in items
+                        ]
                         screen += [c.pvalue for c in ps]
                         mins.append(min(c.pvalue for c in ps))
                         conf += [
-                            test(q, controls, scaled(res, q, gain), prior).pvalue for q in pairs
+                            test(q, controls, scaled(res, q, gain), prior, per_sample).pvalue
+                            for q in pairs
                         ]
                         noise.append(batch_noise(controls, res))
                     line = f"    gain {gain:.2f}: screening {len(screen)}: " + ", ".join(
                         f"p<{a}: {sum(p < a for p in screen) / len(screen):.3f}" for a in ALPHAS
+                    )
+                    bonferroni_level = 0.05 / len(items)  # an immediate move (small budgets)
+                    line += (
+                        f", p<0.05/{len(items)}: "
+                        f"{sum(p < bonferroni_level for p in screen) / len(screen):.3f}"
                     )
                     if conf:
                         line += f"; confirmations {len(conf)}: " + ", ".join(
