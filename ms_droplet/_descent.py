@@ -149,7 +149,8 @@ class Descent(Generic[P]):
         after :meth:`observe`, so the queues are ranked anew at the next :meth:`propose`).
     control_every : int, optional
         Put a control in every ``control_every``-th slot and in the last slot of a batch, and
-        compare each candidate with its nearest controls. None: one control, at the head.
+        compare each candidate with its nearest controls. None: one control, at the head (and
+        the last slot with ``tail_control``).
     max_challengers : int
         Challengers confirmed at once.
     speculate : bool
@@ -201,6 +202,10 @@ class Descent(Generic[P]):
         (``compare_slot_samples``), and a short batch carries controls at its end, up to the
         four that the slot-level test needs. False: the repeats are independent samples (the
         per-sample Welch test; synthetic runners).
+    tail_control : bool
+        With ``control_every=None``: a control in the last slot of a batch too, so that each
+        candidate is compared with the incumbent interpolated between the head and the last
+        slot (a drift over the batch cancels out).
     """
 
     def __init__(
@@ -229,6 +234,7 @@ class Descent(Generic[P]):
         pool_noise: bool = False,
         noise: Sequence[SlotNoise] = (),
         slot_unit: bool = False,
+        tail_control: bool = False,
     ) -> None:
         if not 0.0 < pvalue <= 1.0:
             raise ValueError(f"pvalue must be in (0, 1], got {pvalue!r}")
@@ -247,6 +253,7 @@ class Descent(Generic[P]):
         self._reconfirm = reconfirm
         self._pool_noise = pool_noise
         self._slot_unit = slot_unit
+        self._tail_control = tail_control
         self._noise: list[SlotNoise] = list(noise)[-_NOISE_BATCHES:]
         self._carried: list[str] = []  # labels faster at the previous incumbent, best first
         self._slower: set[str] = set()  # ... and those slower there
@@ -487,7 +494,7 @@ class Descent(Generic[P]):
                 continue
             out.append(False)
             n += 1
-        if k is not None and not out[-1] and len(out) < limit:
+        if (k is not None or self._tail_control) and not out[-1] and len(out) < limit:
             out.append(True)
         # A short batch (a confirmation with few or no neighbours left) has room: more controls
         # at its end, up to the four usable ones the slot-level test needs

@@ -32,6 +32,7 @@ from ._stats import (
     compare_slots,
     control_line_noise,
     median,
+    pooled_repeat_noise,
 )
 
 __all__ = [
@@ -119,8 +120,9 @@ def fallback_comparison(
     """The test of the candidate at ``slots`` where the slot-level test has too few controls.
 
     Each candidate slot is compared with the incumbent interpolated between its nearest
-    controls (``control_samples``'s weights), every slot counted as one observation
-    (``compare_slot_samples``): the runner's repeats of one slot move together, and counting
+    controls (``control_samples``'s weights), every slot counted as one observation whose
+    variance is the repeats' variance pooled over the batch's slots (``compare_slot_samples``,
+    ``pooled_repeat_noise``): the runner's repeats of one slot move together, and counting
     each repeat found differences between copies of one kernel far too often
     (docs/benchmarks.md, "Calibration on A/A batches").
     """
@@ -129,7 +131,9 @@ def fallback_comparison(
         for c, w in _control_weights(i, controls).items():
             weights[c] = weights.get(c, 0.0) + w / len(slots)
     return compare_slot_samples(
-        [ran(res, i) for i in slots], [(w, ran(res, c)) for c, w in sorted(weights.items())]
+        [ran(res, i) for i in slots],
+        [(w, ran(res, c)) for c, w in sorted(weights.items())],
+        noise=pooled_repeat_noise([r for r in res if r]),
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "control_line_noise",
     "median",
     "noise_prior",
+    "pooled_repeat_noise",
 ]
 
 
@@ -107,6 +108,8 @@ def compare(challenger: Sequence[float], control: Sequence[float]) -> Comparison
 def compare_slot_samples(
     challenger: Sequence[Sequence[float]],
     control: Sequence[tuple[float, Sequence[float]]],
+    *,
+    noise: SlotNoise | None = None,
 ) -> Comparison:
     """Compare run seconds grouped by slot, each slot counted as one observation.
 
@@ -115,10 +118,11 @@ def compare_slot_samples(
     2-9 times (median 3.5) as much as their repeats' own spread divided by their number
     implies, so a test that counts every repeat (``compare``) found a difference between copies
     of one kernel in about 20 % of its tests at p < 0.05. Here every slot's mean log run
-    seconds is one observation whose variance is its repeats' variance (not divided by their
-    number): the candidate's slots are averaged, the incumbent's latency at them is a weighted
-    mean of control slots (an interpolation between the controls around each candidate slot),
-    and the one-sided t-test has Welch-Satterthwaite degrees of freedom from the repeats.
+    seconds is one observation whose variance is its repeats' variance, not divided by their
+    number (with ``noise``: pooled over the batch, see there). The candidate's slots are
+    averaged, the incumbent's latency at them is a weighted mean of control slots (an
+    interpolation between the controls around each candidate slot), and the test is a
+    one-sided t-test.
 
     Parameters
     ----------
@@ -126,6 +130,15 @@ def compare_slot_samples(
         The candidate's run seconds, one inner sequence per slot.
     control : Sequence[tuple[float, Sequence[float]]]
         ``(weight, run seconds)`` of each control slot; the weights sum to 1.
+    noise : SlotNoise, optional
+        The repeats' variance pooled over a batch's slots, with its degrees of freedom
+        (``pooled_repeat_noise``). Every slot's mean then has the variance
+        ``noise.variance * (1 + 1 / n)`` for its ``n`` repeats: a slot's own shift about as
+        large as its repeats' scatter (on the A/A batches 0.8-1.5 times as large, by the
+        kernel) plus the repeats' mean. On those batches this held the Bonferroni level of a
+        small batch and saw a 5 % gain as often as the per-sample test did
+        (docs/benchmarks.md). None: each slot's variance is its own repeats' variance (two
+        degrees of freedom with three repeats, Welch-Satterthwaite over the slots).
 
     Returns
     -------
@@ -146,6 +159,11 @@ def compare_slot_samples(
     parts = [(1.0 / k, [math.log(x) for x in slot]) for slot in challenger]
     parts += [(-w, [math.log(x) for x in slot]) for w, slot in control if w != 0.0]
     diff = sum(w * sum(logs) / len(logs) for w, logs in parts)
+    if noise is not None and noise.df > 0:
+        se2 = noise.variance * sum(w * w * (1.0 + 1.0 / len(logs)) for w, logs in parts)
+        if se2 <= 0.0:
+            return Comparison(ratio=math.exp(diff), pvalue=0.0 if diff < 0 else 1.0)
+        return Comparison(ratio=math.exp(diff), pvalue=_t_cdf(diff / math.sqrt(se2), noise.df))
     if any(len(logs) < 2 for _, logs in parts):
         return Comparison(ratio=math.exp(diff), pvalue=None)
     terms = [(w * w * _variance(logs), len(logs) - 1) for w, logs in parts]
@@ -154,6 +172,18 @@ def compare_slot_samples(
         return Comparison(ratio=math.exp(diff), pvalue=0.0 if diff < 0 else 1.0)
     df = se2 * se2 / sum(v * v / d for v, d in terms if v > 0.0)
     return Comparison(ratio=math.exp(diff), pvalue=_t_cdf(diff / math.sqrt(se2), df))
+
+
+def pooled_repeat_noise(slots: Sequence[Sequence[float]]) -> SlotNoise:
+    """The variance of the log run seconds of one slot's repeats, pooled over ``slots``.
+
+    Slots with fewer than two samples are left out; none left: ``SlotNoise(0.0, 0)``.
+    """
+    logs = [[math.log(x) for x in slot] for slot in slots if len(slot) >= 2]
+    df = sum(len(x) - 1 for x in logs)
+    if df == 0:
+        return SlotNoise(0.0, 0)
+    return SlotNoise(sum((len(x) - 1) * _variance(x) for x in logs) / df, df)
 
 
 def _variance(xs: Sequence[float]) -> float:

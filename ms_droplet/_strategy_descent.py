@@ -272,9 +272,9 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         log_event(run.logger, ev)
 
     # a small budget (see small_budget_batch): moves without confirmation, and a control at the
-    # head and in the last slot of each batch (a spacing no shorter than the batch; batches of
-    # 12 or more space them evenly), so each neighbour is compared with a drift-corrected pair
-    control_every = settings.small_budget_batch if run.small else settings.control_every
+    # head and in the last slot of each batch, so each neighbour is compared with the incumbent
+    # interpolated between them
+    control_every = None if run.small else settings.control_every
     prior = noise_prior(run.slot_noise) if settings.pool_noise and control_every else None
     if prior is not None:
         run.logger.info(
@@ -308,4 +308,5 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
         pool_noise=settings.pool_noise,
         noise=run.slot_noise,
         slot_unit=True,  # a runner's repeats of one slot move together
+        tail_control=run.small,
     )

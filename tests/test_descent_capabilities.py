@@ -571,12 +571,13 @@ def _greedy(
     carry=False,
     max_batch=8,
     control_every=None,
+    tail_control=False,
     slot_unit=False,
     sigma_slot=0.0,
 ):
     """A descent of the small-budget layout: batches of 8, no confirmation, one control at the
-    head (the strategy's today: ``control_every=8``, controls at the head and in the last
-    slot, and ``slot_unit``).
+    head (the strategy's today: ``tail_control``, controls at the head and in the last slot,
+    and ``slot_unit``).
 
     Returns the descent and the number of batches it measured (it may converge earlier).
     """
@@ -590,6 +591,7 @@ def _greedy(
         correct_moves=correct_moves,
         carry=carry,
         slot_unit=slot_unit,
+        tail_control=tail_control,
     )
     measured = run(
         d,
@@ -619,14 +621,15 @@ def test_immediate_moves_hold_the_fastest_of_many_tests_to_a_bonferroni_level() 
 def test_small_budget_layout_holds_its_level_where_the_repeats_of_a_slot_move_together() -> None:
     # A flat landscape whose slots shift as a whole by as much as their repeats scatter (as on
     # this project's A/A batches). The first small-budget layout (one control at the head,
-    # every repeat a sample) moved in about a fifth of the batches; the strategy's layout
-    # (controls at the head and in the last slot, each slot one observation) in about 5 %: a
-    # little above the Bonferroni level, since the repeats' variance stands for the slot's
-    # and falls short of it by the repeats' own share.
+    # every repeat a sample) moved in about a fifth of the batches (0.185); the strategy's
+    # layout (controls at the head and in the last slot, each slot one observation with the
+    # repeats' variance pooled over the batch) in 0.074: above the Bonferroni level, since the
+    # repeats' variance stands for the slot's and falls short of it by the repeats' own share
+    # here (on the real A/A batches: 2 of 30 batches instead of 8; docs/benchmarks.md).
     rates = {}
     for name, settings in (
         ("head, per repeat", {}),
-        ("head and last, per slot", {"control_every": 8, "slot_unit": True}),
+        ("head and last, per slot", {"tail_control": True, "slot_unit": True}),
     ):
         moves = batches = 0
         for seed in range(40):
@@ -649,18 +652,18 @@ def test_small_budget_layout_walks_a_bowl_with_slot_noise() -> None:
                 seed=s,
                 batches=40,
                 sigma_slot=0.03,
-                control_every=8,
+                tail_control=True,
                 slot_unit=True,
             )[0].incumbent.point,
             OPT,
         )
         for s in range(12)
     ]
-    # The strategy's small-budget layout under slot noise: every run walks at least 4 of the
-    # 10 steps, most of them 6-9. The price of tests that hold their level: the first layout
-    # (one control, every repeat a sample) ends about one step closer here (30 against 39
-    # over these 12 runs), with the false moves of the test above among its moves.
-    assert max(distances) <= 6 and sum(distances) <= 42, distances
+    # The strategy's small-budget layout under slot noise: every run walks at least 6 of the
+    # 10 steps. The price of tests that hold their level: the first layout (one control,
+    # every repeat a sample) ends closer here (30 against 37 steps left over these 12 runs),
+    # with the false moves of the test above among its moves.
+    assert max(distances) <= 4 and sum(distances) <= 42, distances
 
 
 def test_immediate_moves_walk_a_bowl() -> None:

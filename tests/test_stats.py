@@ -29,7 +29,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ms_droplet._stats import Comparison, compare, compare_slot_samples
+from ms_droplet._stats import (
+    Comparison,
+    SlotNoise,
+    compare,
+    compare_slot_samples,
+    pooled_repeat_noise,
+)
 
 
 def welch_less_on_logs(a: list[float], b: list[float]) -> float:
@@ -344,6 +350,31 @@ def test_slot_samples_count_each_slot_as_one_observation() -> None:
     df = sum(parts) ** 2 / sum(v * v / 2 for v in parts)
     assert two.ratio == pytest.approx(math.exp(diff))
     assert two.pvalue == pytest.approx(float(stats.t.cdf(diff / math.sqrt(sum(parts)), df)))
+
+
+def test_slot_samples_with_the_batchs_pooled_repeat_noise() -> None:
+    rng = np.random.default_rng(12)
+    slots = [lognormal(rng, 1.0, 0.02, 3) for _ in range(8)]
+    noise = pooled_repeat_noise([*slots, [1.0]])  # a one-sample slot tells nothing: left out
+    assert noise.df == 16
+    logs = [[math.log(x) for x in s] for s in slots]
+    assert noise.variance == pytest.approx(statistics.fmean(statistics.variance(x) for x in logs))
+    a, b, c = slots[3], slots[0], slots[7]
+    out = compare_slot_samples([a], [(4 / 7, b), (3 / 7, c)], noise=noise)
+    diff = statistics.fmean(logs[3]) - 4 / 7 * statistics.fmean(logs[0])
+    diff -= 3 / 7 * statistics.fmean(logs[7])
+    # every slot mean: the pooled repeat variance times (1 + 1/3), a slot shift as large as
+    # the repeats' scatter plus their mean's own variance
+    se = math.sqrt(noise.variance * (4 / 3) * (1 + (4 / 7) ** 2 + (3 / 7) ** 2))
+    assert out.pvalue == pytest.approx(float(stats.t.cdf(diff / se, 16)))
+    assert out.ratio == pytest.approx(math.exp(diff))
+    # no pooled degrees of freedom: each slot's own repeats
+    alone = compare_slot_samples([a], [(4 / 7, b), (3 / 7, c)])
+    assert (
+        alone.pvalue
+        == compare_slot_samples([a], [(4 / 7, b), (3 / 7, c)], noise=SlotNoise(0.0, 0)).pvalue
+    )
+    assert pooled_repeat_noise([[1.0], [2.0]]) == SlotNoise(0.0, 0)
 
 
 def test_slot_samples_edge_cases() -> None:
