@@ -57,7 +57,9 @@ LO, HI = 0, 8
 
 
 _SPREAD = {"control_every": 8, "confirm_slots": 2}
-_STRATEGY = {**_SPREAD, "speculate": True, "fill": True}
+# slot_unit as the strategy builds its descents since 2026-12-07 (the records in
+# tuning_records/noise_check/ were made before, with the per-sample fallback)
+_STRATEGY = {**_SPREAD, "speculate": True, "fill": True, "slot_unit": True}
 
 #: name -> (label, Descent keyword arguments)
 SETTINGS = {

@@ -44,10 +44,12 @@ class Comparison:
     Attributes
     ----------
     ratio : float
-        ``median(challenger) / median(control)``; below 1 means the challenger is faster.
+        The challenger's latency over the control's, below 1 when the challenger is faster:
+        ``median(challenger) / median(control)`` from ``compare``, the exponential of the
+        mean log ratio from ``compare_slots`` and ``compare_slot_samples``.
     pvalue : float | None
-        One-sided p-value of "the challenger is faster" (Welch's t-test on log run seconds),
-        or None when either side has fewer than two samples.
+        One-sided p-value of "the challenger is faster", or None when there were too few
+        samples for the test.
     """
 
     ratio: float

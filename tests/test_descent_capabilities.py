@@ -223,12 +223,30 @@ def _false_moves(
     return moves, challengers
 
 
+@pytest.mark.parametrize("slot_unit", [False, True])
+def test_a_short_batch_ends_with_controls_up_to_four_usable_ones(slot_unit: bool) -> None:
+    # one neighbour left: the head (a warm-up), a control, the neighbour, a control; with
+    # slot_unit two more controls so that four usable ones give the slot-level test
+    def one_neighbour(p, step):
+        return [Neighbour("x0+1", (p[0] + 1, *p[1:]), (p[0] + 1, *p[1:]))] if step == 1 else []
+
+    d = Descent(
+        nb((7, 7, 7, 7)), neighbours=one_neighbour, seed=0, control_every=4, slot_unit=slot_unit
+    )
+    props = d.propose(16)
+    assert props is not None
+    roles = [p.role for p in props]
+    tail = ["control", "control"] if slot_unit else []
+    assert roles == ["control", "control", "explore", "control", *tail], roles
+
+
 @pytest.mark.parametrize("drift", [cold_head, ramp])
 def test_slot_unit_makes_no_false_moves_where_the_repeats_of_a_slot_move_together(drift) -> None:
-    # A slot noise as large as the repeats' own scatter: batches of 12 with a control every
-    # 4th slot have three usable ones, so their tests fall back from the slot-level test.
-    # Counting every repeat then makes false moves; counting each slot once (and padding a
-    # short confirmation batch to four usable controls) does not.
+    # A slot noise as large as the repeats' own scatter. A full batch of 12 with a control
+    # every 4th slot has four usable ones (the slot-level test); the short batches (a
+    # confirmation with few or no neighbours left) have fewer, where the per-sample test
+    # makes false moves. With slot_unit they end with controls up to four usable ones, and
+    # what still falls back counts each slot once: no false move.
     moves, challengers = _false_moves(drift, control_every=4, slot_sigma=0.02)
     unit_moves, unit_challengers = _false_moves(
         drift, control_every=4, slot_sigma=0.02, slot_unit=True
@@ -266,9 +284,10 @@ def test_real_improvements_move_under_drift(drift) -> None:
 @pytest.mark.parametrize("drift", [cold_head, ramp])
 def test_with_slot_noise_slot_unit_walks_a_bowl_as_far(drift) -> None:
     # The repeats of a slot move together (a slot noise as large as their own scatter, as on
-    # this project's A/A batches): where a test falls back from the slot-level one, counting
-    # each slot once walks as far as counting every repeat (which here makes false moves:
-    # test_slot_unit_makes_no_false_moves_where_the_repeats_of_a_slot_move_together)
+    # this project's A/A batches): with slot_unit the short batches (confirmations near the
+    # optimum) carry four usable controls or count each slot once, and the descent walks as
+    # far as with the per-sample test, which here also makes false moves
+    # (test_slot_unit_makes_no_false_moves_where_the_repeats_of_a_slot_move_together)
     truth = bowl(OPT)
     start = (6, 2, 14, 9)
     far = {}

@@ -404,3 +404,19 @@ def test_slot_samples_hold_their_level_where_the_repeats_of_a_slot_move_together
     )
     assert per_sample > 0.15, per_sample
     assert per_slot < 0.09, per_slot
+
+
+def test_fallback_weights_interpolate_and_add_up_over_a_candidates_slots() -> None:
+    from ms_droplet._slots import fallback_comparison
+
+    rng = np.random.default_rng(13)
+    res = [lognormal(rng, 1.0, 0.02, 3) for _ in range(7)]
+    # controls at 0, 3 and 6: the head warms up (left out with two others); candidate slot 2
+    # has only control 3 after it (weight 1), slot 4 lies a third of the way from 3 to 6
+    out = fallback_comparison([2, 4], [0, 3, 6], res)
+    ref = compare_slot_samples(
+        [res[2], res[4]],
+        [(5 / 6, res[3]), (1 / 6, res[6])],
+        noise=pooled_repeat_noise(res),
+    )
+    assert out == ref
