@@ -439,7 +439,7 @@ class Descent(Generic[P]):
             assert r is not None
             control = nearest_control(i)
             cmp = slot_comparison([i], controls, res, prior=prior) or self._fallback(
-                [i], controls, res
+                [i], controls, res, r, control
             )
             self._estimates[prop.neighbour.key] = here + math.log(cmp.ratio)
             if cmp.significant(alpha) or (not cmp.testable and cmp.ratio < 1.0):
@@ -597,7 +597,7 @@ class Descent(Generic[P]):
             r = [x for i in slots for x in ran(res, i)]
             control = [x for i in slots for x in nearest_control(i)]
             cmp = slot_comparison(slots, controls, res, prior=prior) or self._fallback(
-                slots, controls, res
+                slots, controls, res, r, control
             )
             if not cmp.testable:  # too few repeats: pool both batches
                 cmp = compare(ch.samples + r, ch.control + control)
@@ -639,13 +639,22 @@ class Descent(Generic[P]):
         return best
 
     def _fallback(
-        self, slots: list[int], controls: list[int], res: list[list[float] | None]
+        self,
+        slots: list[int],
+        controls: list[int],
+        res: list[list[float] | None],
+        samples: list[float],
+        control: list[float],
     ) -> Comparison:
-        """The test of the candidate at ``slots`` with too few controls for the slot-level one."""
+        """The test of the candidate at ``slots`` with too few controls for the slot-level one.
+
+        ``samples`` and ``control`` are the candidate's samples and its nearest controls'
+        (``control_samples``), pooled over its slots: the per-sample test's, without
+        ``slot_unit``.
+        """
         if self._slot_unit:
             return fallback_comparison(slots, controls, res)
-        r = [x for i in slots for x in ran(res, i)]
-        return compare(r, [x for i in slots for x in control_samples(i, controls, res)])
+        return compare(samples, control)
 
     def _after_move(
         self,

@@ -156,8 +156,8 @@ def compare_slot_samples(
     if any(not (x > 0 and math.isfinite(x)) for x in values):
         raise ValueError("run seconds must be positive and finite")
     k = len(challenger)
-    # (weight, mean log, variance of one observation, degrees of freedom) of every slot; the
-    # difference is sum(weight * mean log): challenger weights 1/k, control weights negative
+    # (weight, log run seconds) of every slot; the difference is sum(weight * mean log):
+    # challenger weights 1/k, control weights negative
     parts = [(1.0 / k, [math.log(x) for x in slot]) for slot in challenger]
     parts += [(-w, [math.log(x) for x in slot]) for w, slot in control if w != 0.0]
     diff = sum(w * sum(logs) / len(logs) for w, logs in parts)

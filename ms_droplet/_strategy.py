@@ -149,14 +149,13 @@ class DropletStrategy(PySearchStrategy):
         When a task's first descent starts with at most ``num_trials_per_iter`` trials left
         before its final batch (a small budget, e.g. 24 of 64 trials with 32 explored), its
         descents take more, smaller steps: batches of at most this many candidates (at least
-        4), a control at the head and in the last slot of each (spread evenly in batches of
-        12 or more), each neighbour tested against both, scaled to its slot, with every slot
-        counted as one observation, and a move to the fastest
-        significantly faster neighbour at once (``confirm=False``: a confirmation batch would
-        take a third of such a budget; the final batch re-measures the last incumbent beside
-        the database's fastest records, the descent's start among them). The default 8 is what
-        the small-budget benchmark measured (docs/benchmarks.md); a smaller ``descent_batch``
-        caps it further. None: ``descent_batch``,
+        4), a control at the head and in the last slot of each, each neighbour tested against
+        the incumbent interpolated between them, every slot counted as one observation, and a
+        move to the fastest significantly faster neighbour at once (``confirm=False``: a
+        confirmation batch would take a third of such a budget; the final batch re-measures
+        the last incumbent beside the database's fastest records, the descent's start among
+        them). The default 8 is what the small-budget benchmark measured (docs/benchmarks.md);
+        a smaller ``descent_batch`` caps it further. None: ``descent_batch``,
         ``control_every`` and ``confirm`` apply as given at every budget; larger budgets
         always use them.
     correct_moves : bool
