@@ -117,7 +117,7 @@ def compare_slot_samples(
 
     The runner's repeats of one slot are taken back to back and move together: on this
     project's A/A batches (one kernel in every slot) the slots' mean log run seconds scattered
-    2-9 times (median 3.5) as much as their repeats' own spread divided by their number
+    2-9 times (medians 3.6 and 3.0) as much as their repeats' spread divided by their number
     implies, so a test that counts every repeat (``compare``) found a difference between copies
     of one kernel in about 20 % of its tests at p < 0.05. Here every slot's mean log run
     seconds is one observation whose variance is its repeats' variance, not divided by their
@@ -136,9 +136,10 @@ def compare_slot_samples(
         The repeats' variance pooled over a batch's slots, with its degrees of freedom
         (``pooled_repeat_noise``). Every slot's mean then has the variance
         ``noise.variance * (1 + 1 / n)`` for its ``n`` repeats: a slot's own shift about as
-        large as its repeats' scatter (on the A/A batches 0.8-1.5 times as large, by the
-        kernel) plus the repeats' mean. On those batches this held the Bonferroni level of a
-        small batch and saw a 5 % gain as often as the per-sample test did
+        large as its repeats' scatter plus the repeats' mean (on the A/A batches a slot's mean
+        varied by 1.2 and 1.0 times one repeat's variance, medians on two kernels, below the
+        1 + 1/3 this assumes with three repeats). On those batches this held the Bonferroni
+        level of a small batch and saw a 5 % gain as often as the per-sample test did
         (docs/benchmarks.md). None: each slot's variance is its own repeats' variance (two
         degrees of freedom with three repeats, Welch-Satterthwaite over the slots).
 
