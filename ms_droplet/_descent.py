@@ -165,7 +165,8 @@ class Descent(Generic[P]):
         ``combine(point, moves)`` lists the points that apply two of ``moves`` (neighbours of
         ``point``, best first) at once. With it, a descent whose neighbourhood is exhausted
         tries such pairs of the incumbent's ``combine_best`` best measured neighbours (ranked
-        like neighbours) before it converges: interactions one-coordinate moves cannot see.
+        like neighbours; neighbours marked ``jump`` are left out) before it converges:
+        interactions one-coordinate moves cannot see.
     combine_best : int
         How many of the incumbent's best measured neighbours ``combine`` pairs up (>= 2).
     correct_moves : bool
@@ -185,7 +186,8 @@ class Descent(Generic[P]):
         pattern move and the other coordinates' gains, applied to the new incumbent, at every
         step loaded around it; only the order of its neighbours changes (with ``rank``, the
         model re-orders them after the first batch). Nothing is carried after a jump to a
-        point that is not a neighbour (an offered point, a remembered challenger, a pair).
+        point that is not a neighbour (an offered point, a remembered challenger, a pair, a
+        neighbour marked ``jump``).
     pool_noise : bool
         Test each candidate with its batch's slot noise moderated by the earlier batches'
         (their controls' scatter around their lines, from three batches on; ``noise_prior``:
@@ -750,17 +752,17 @@ class Descent(Generic[P]):
         """Before moving from ``old`` to ``new``: which moves were faster or slower at ``old``.
 
         Only a move to a neighbour of ``old`` has a label that names the step from one to the
-        other; after a jump (an offered point, a remembered challenger, a pair) nothing is
-        carried.
+        other; after a jump (an offered point, a remembered challenger, a pair, a neighbour
+        marked ``jump``) nothing is carried.
         """
-        if new.key not in self._around:
+        if new.key not in self._around or new.jump:
             self._carried, self._slower = [], set()
             return
         base = self._estimates.get(old.key, 0.0)
         measured = sorted(
             (self._estimates[k], n.coordinate)
             for k, n in self._around.items()
-            if k in self._estimates and k != new.key
+            if k in self._estimates and k != new.key and not n.jump
         )
         faster = [c for est, c in measured if est < base and c != new.coordinate]
         self._carried = [new.coordinate, *dict.fromkeys(faster)]
@@ -862,12 +864,12 @@ class Descent(Generic[P]):
         self._finish(why)
 
     def _best_measured(self) -> list[Neighbour]:
-        """The incumbent's measured neighbours with the lowest estimates, best first."""
+        """The incumbent's measured one-coordinate neighbours (no jumps), best first."""
         here = self._incumbent.key
         measured = [
             (self._estimates[k], nb)
             for k, nb in self._around.items()
-            if k in self._estimates and k != here
+            if k in self._estimates and k != here and not nb.jump
         ]
         measured.sort(key=lambda t: t[0])  # stable: ties keep the loading order
         return [nb for _, nb in measured[: self._combine_best]]

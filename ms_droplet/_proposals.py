@@ -54,11 +54,16 @@ class Neighbour(Generic[P]):
         The candidate itself.
     key : Hashable
         Its fingerprint: two neighbours with the same key are the same candidate.
+    jump : bool
+        Listed in a point's neighbourhood without being one coordinate from it (e.g. a
+        neighbour of another record, with ``beam``): a move to it is a jump (no move is
+        carried after it), and pairs of moves (``combine``) leave it out.
     """
 
     coordinate: str
     point: Any
     key: Hashable
+    jump: bool = False
 
 
 @dataclass(frozen=True)

@@ -219,12 +219,13 @@ class DropletStrategy(PySearchStrategy):
         measured records (distinct traces, not descended from), and the cost model ranks
         them together with the start's own neighbours (up to ``max_step``): the batches
         measure whichever it scores best, and a significantly faster one is confirmed against
-        the start's controls like any neighbour (a move then jumps to it). Evolution's later
-        wins on the plateau lay 2-3 decisions from explored records ranked 4th-10th rather
-        than from the best (docs/benchmarks.md). While the model warms up (a small budget)
-        the descent keeps the start's own neighbourhood and logs why. Records that were a
-        descent's start or incumbent are skipped. 0 (the default): the start's own
-        neighbourhood only.
+        the start's controls like any neighbour (a move then jumps to it: ``carry_moves``
+        carries nothing after it, and ``combine_best`` pairs only the start's own steps).
+        Evolution's later wins on the plateau lay 2-3 decisions from explored records ranked
+        4th-10th rather than from the best (docs/benchmarks.md). While the model warms up
+        (a small budget) the descent keeps the start's own neighbourhood and logs why.
+        Records that were a descent's start or incumbent are skipped. 0 (the default): the
+        start's own neighbourhood only.
     scout_last : bool
         With a final batch: the last descent batch before it holds no control (unless it
         confirms a challenger found earlier), only unmeasured neighbours, each measured once:

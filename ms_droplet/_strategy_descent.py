@@ -195,7 +195,9 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
                     built = run.cache.candidate(mv.trace)
                     if built is not None and built[0] != owner:
                         beam_of[owner].append(
-                            Neighbour(f"beam[{other_key[:6]}]:{mv.label}", built[1], built[0])
+                            Neighbour(
+                                f"beam[{other_key[:6]}]:{mv.label}", built[1], built[0], jump=True
+                            )
                         )
             run.logger.info(
                 "Droplet: the neighbourhood of descent %d's start also holds %d step-1 "
@@ -210,8 +212,6 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
     def neighbours(point: Schedule, step: int) -> list[Neighbour]:
         out = []
         owner = trace_key(point.trace)
-        if step == 1 and beam >= 2 and owner == key:
-            out.extend(beamed(owner))
         locations = None
         if settings.valid_locations:
             if owner not in locations_of:
@@ -225,6 +225,9 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
             if built is not None:
                 changes[(owner, built[0])] = mv.change
                 out.append(Neighbour(mv.label, built[1], built[0]))
+        if step == 1 and beam >= 2 and owner == key:
+            # after the start's own moves: a point that is both keeps its own (not a jump)
+            out.extend(beamed(owner))
         if step == settings.max_step and settings.retile > 0 and rank is not None:
             if owner not in retiled_of:
                 retiled_of[owner] = retiled(point, owner, rank)

@@ -793,6 +793,37 @@ def test_a_jump_to_a_point_that_is_not_a_neighbour_carries_nothing() -> None:
     assert not [e for e in events if e.kind == "carried"], events
 
 
+def test_a_move_to_a_neighbour_marked_as_a_jump_carries_nothing() -> None:
+    # (9, 5, 5, 5) is listed around the start as a jump (e.g. a beam record's neighbour) under
+    # a step's label: the move to it must not repeat that label as a pattern move
+    base = box_neighbours()
+
+    def neighbours(p, step):
+        yield from base(p, step)
+        if p == (5, 5, 5, 5) and step == 1:
+            yield Neighbour("x0+1", (9, 5, 5, 5), (9, 5, 5, 5), jump=True)
+
+    def f(p):
+        return 0.5 if p == (9, 5, 5, 5) else _slope(p) + (0.5 if p[0] > 6 else 0.0)
+
+    events: list = []
+    d = Descent(
+        nb((5, 5, 5, 5)),
+        neighbours=neighbours,
+        seed=0,
+        confirm=False,
+        control_every=None,
+        carry=True,
+        on_event=events.append,
+    )
+    runner = Runner(f, seed=0, sigma=0.005, repeat=3)
+    first = d.propose(10)  # a control and the start's 9 listed neighbours
+    assert first is not None
+    d.observe(runner(first))
+    assert d.incumbent.key == (9, 5, 5, 5) and len(d.moves) == 1
+    assert not [e for e in events if e.kind == "carried"], events
+
+
 def test_carried_moves_walk_a_ridge_in_fewer_batches() -> None:
     # 8 coordinates, one of them 7 steps from its optimum: 1 good move among 16 neighbours,
     # 3 of them measured a batch; a move that paid pays again until the optimum

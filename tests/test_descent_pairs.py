@@ -171,3 +171,36 @@ def test_strategy_refuses_a_bad_combine_best(bad) -> None:
     with pytest.raises(ValueError, match="combine_best"):
         DropletStrategy(combine_best=bad)
     assert DropletStrategy(combine_best=0).combine_best == 0
+
+
+def test_pairs_leave_out_neighbours_marked_as_jumps() -> None:
+    # (9, 9) is listed around (5, 5) as a jump (e.g. a beam record's neighbour): the fastest
+    # measured neighbour, still slower than (5, 5), and no coordinate change of (5, 5) to pair
+    cost = {(6, 5): 1.05, (4, 5): 1.4, (5, 6): 1.1, (5, 4): 1.6, (9, 9): 1.02}
+
+    def f(p: Point) -> float:
+        return 1.0 if p == (5, 5) else cost.get(p, 2.0)
+
+    def neighbours(p: Point, step: int) -> Iterator[Neighbour]:
+        yield from _neighbours(p, step)
+        if p == (5, 5):
+            yield Neighbour("beam:x0+4", (9, 9), (9, 9), jump=True)
+
+    events: list[DescentEvent] = []
+    combine = _Combine()
+    d = Descent(
+        _nb((5, 5)),
+        neighbours=neighbours,
+        max_step=1,
+        on_event=events.append,
+        seed=3,
+        combine=combine,
+        combine_best=3,
+    )
+    batches = _run(f, d, seed=2)
+    assert not d.moves and d.converged
+    measured = {p.neighbour.key for b in batches for p in b if p.role == "explore"}
+    assert (9, 9) in measured
+    ((point, best),) = combine.calls
+    assert point == (5, 5)
+    assert best == [(6, 5), (5, 6), (4, 5)]  # the jump, though fastest, takes no slot

@@ -1017,6 +1017,37 @@ def test_a_later_descents_beam_skips_the_records_descended_from(
         assert descended <= skip, descended - skip
 
 
+def test_beam_neighbours_are_marked_as_jumps_after_the_starts_own_steps(
+    matmul64, target, tmp_path, monkeypatch
+):
+    # A beam neighbour is a step of another record: the descent must see it as a jump (no
+    # pattern carried after a move to it, no pair with it), and a point that is also one of
+    # the start's own steps must be seen as that step (listed first, it wins the dedup).
+    from ms_droplet import _strategy_descent
+
+    listed: list = []
+    real = _strategy_descent.Descent
+
+    def recording_descent(start, *, neighbours, **kwargs):
+        def recording(point, step):
+            out = list(neighbours(point, step))
+            if trace_key(point.trace) == start.key and step == 1:
+                listed.append(out)
+            return out
+
+        return real(start, neighbours=recording, **kwargs)
+
+    monkeypatch.setattr(_strategy_descent, "Descent", recording_descent)
+    _tune(matmul64, target, tmp_path, trials=64, per_iter=16, final_trials=0, beam=4)
+    assert listed, "the start's neighbourhood was never listed"
+    out = listed[0]
+    jumps = [nb.jump for nb in out]
+    assert any(jumps) and not all(jumps), [nb.coordinate for nb in out]
+    assert all(nb.jump == nb.coordinate.startswith("beam[") for nb in out)
+    first_jump = jumps.index(True)
+    assert not any(jumps[:first_jump]) and all(jumps[first_jump:])
+
+
 def test_no_beam_while_the_cost_model_warms_up(matmul64, target, tmp_path):
     # TVM's XGBModel predicts random numbers for its first 100 records: a beam would then be a
     # random mix of neighbourhoods, so the descent keeps the start's own neighbourhood
