@@ -734,7 +734,8 @@ class Descent(Generic[P]):
                     est = self._estimates.get(nb.key)
                     if est is not None and nb.key != self._incumbent.key:
                         remembered.setdefault(nb.key, (est, nb, step))
-                elif nb.key not in fresh:
+                elif nb.key not in fresh or (fresh[nb.key].jump and not nb.jump):
+                    # a point listed both as a jump and as a step of ``point`` is the step
                     fresh[nb.key] = nb
                     step_of[nb.key] = step
         if point is self._incumbent.point:

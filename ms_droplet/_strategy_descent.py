@@ -226,7 +226,7 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
                 changes[(owner, built[0])] = mv.change
                 out.append(Neighbour(mv.label, built[1], built[0]))
         if step == 1 and beam >= 2 and owner == key:
-            # after the start's own moves: a point that is both keeps its own (not a jump)
+            # after the start's own step-1 moves (a point listed as both is a step: Descent)
             out.extend(beamed(owner))
         if step == settings.max_step and settings.retile > 0 and rank is not None:
             if owner not in retiled_of:

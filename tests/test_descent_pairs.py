@@ -204,3 +204,33 @@ def test_pairs_leave_out_neighbours_marked_as_jumps() -> None:
     ((point, best),) = combine.calls
     assert point == (5, 5)
     assert best == [(6, 5), (5, 6), (4, 5)]  # the jump, though fastest, takes no slot
+
+
+def test_a_point_listed_as_a_jump_and_as_a_step_is_a_step() -> None:
+    # (7, 5) is listed at step 1 as a jump and at step 2 as the start's own move x0+2; ranked,
+    # both steps load at once: the descent must keep it as a step, so the pairs take it
+    cost = {(6, 5): 1.3, (4, 5): 1.4, (5, 6): 1.1, (5, 4): 1.6, (7, 5): 1.02}
+
+    def f(p: Point) -> float:
+        return 1.0 if p == (5, 5) else cost.get(p, 2.0)
+
+    def neighbours(p: Point, step: int) -> Iterator[Neighbour]:
+        if p == (5, 5) and step == 1:
+            yield Neighbour("beam:x0+1", (7, 5), (7, 5), jump=True)
+        yield from _neighbours(p, step)
+
+    combine = _Combine()
+    d = Descent(
+        _nb((5, 5)),
+        neighbours=neighbours,
+        max_step=2,
+        seed=3,
+        rank=lambda nbs: [0.0] * len(nbs),
+        combine=combine,
+        combine_best=2,
+    )
+    _run(f, d, seed=2, max_batch=12)
+    assert not d.moves and d.converged
+    ((point, best),) = combine.calls
+    assert point == (5, 5)
+    assert best == [(7, 5), (5, 6)]  # the fastest, a step of (5, 5) too, takes its place
