@@ -276,7 +276,9 @@ class Descent(Generic[P]):
         self._combine = combine
         self._combine_best = combine_best
         self._combined: set[Hashable] = set()  # incumbents whose pairs were loaded
-        self._around: dict[Hashable, Neighbour] = {}  # neighbours loaded around the incumbent
+        # the incumbent's one-coordinate neighbours loaded so far (no jumps): what a move
+        # carries from and what pairs combine
+        self._around: dict[Hashable, Neighbour] = {}
         self._spec_around: dict[Hashable, Neighbour] = {}  # ... around the top challenger
         self._incumbent = start
         self._seen.add(start.key)
@@ -740,7 +742,7 @@ class Descent(Generic[P]):
                     step_of[nb.key] = step
         if point is self._incumbent.point:
             self._remembered = list(remembered.values())
-            self._around.update(fresh)
+            self._around.update((k, nb) for k, nb in fresh.items() if not nb.jump)
         queue = _Queue(list(fresh.values()), step_of)
         self._rng.shuffle(queue.items)
         if self._rank is not None:
@@ -756,14 +758,14 @@ class Descent(Generic[P]):
         other; after a jump (an offered point, a remembered challenger, a pair, a neighbour
         marked ``jump``) nothing is carried.
         """
-        if new.key not in self._around or new.jump:
+        if new.key not in self._around:
             self._carried, self._slower = [], set()
             return
         base = self._estimates.get(old.key, 0.0)
         measured = sorted(
             (self._estimates[k], n.coordinate)
             for k, n in self._around.items()
-            if k in self._estimates and k != new.key and not n.jump
+            if k in self._estimates and k != new.key
         )
         faster = [c for est, c in measured if est < base and c != new.coordinate]
         self._carried = [new.coordinate, *dict.fromkeys(faster)]
@@ -870,7 +872,7 @@ class Descent(Generic[P]):
         measured = [
             (self._estimates[k], nb)
             for k, nb in self._around.items()
-            if k in self._estimates and k != here and not nb.jump
+            if k in self._estimates and k != here
         ]
         measured.sort(key=lambda t: t[0])  # stable: ties keep the loading order
         return [nb for _, nb in measured[: self._combine_best]]

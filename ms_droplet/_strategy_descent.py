@@ -226,7 +226,8 @@ def start_descent(run: RunState, ctx: TuneContext, settings: Any) -> Descent | N
                 changes[(owner, built[0])] = mv.change
                 out.append(Neighbour(mv.label, built[1], built[0]))
         if step == 1 and beam >= 2 and owner == key:
-            # after the start's own step-1 moves (a point listed as both is a step: Descent)
+            # listed after the start's own step-1 moves (the seeded order of the queue); a
+            # point listed both ways is a step either way (Descent keeps the step)
             out.extend(beamed(owner))
         if step == settings.max_step and settings.retile > 0 and rank is not None:
             if owner not in retiled_of:
